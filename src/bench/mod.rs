@@ -1,0 +1,3 @@
+//! Measuring models: perplexity now; quantization comparisons later.
+
+pub mod perplexity;

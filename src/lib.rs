@@ -1,0 +1,12 @@
+//! hearth: a local inference runtime for small quantized models, with a cost ledger against
+//! cloud APIs.
+//!
+//! - [`model`]: GGUF files, architectures, the decoder, KV caches, tokenizers, prompt formats.
+//! - [`engine`]: sampling, stop conditions and generation.
+//! - [`catalog`]: known models, pulling and verifying them, resolving `--model`.
+//! - [`bench`]: perplexity and other measurements.
+
+pub mod bench;
+pub mod catalog;
+pub mod engine;
+pub mod model;

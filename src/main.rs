@@ -1,0 +1,209 @@
+//! The `hearth` command line: parse, then one function per subcommand.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use hearth::catalog;
+use hearth::engine::{generate, GenerateParams, Penalties, SamplerConfig};
+use hearth::model::device::DeviceChoice;
+use hearth::model::{ChatMessage, Model};
+
+#[derive(Parser)]
+#[command(name = "hearth", version, about = "Local inference for small quantized models, with a cost ledger against cloud APIs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a completion for a prompt and stream it to stdout.
+    Run(RunArgs),
+    /// Fetch models into the local cache ($HEARTH_HOME/models) and verify them.
+    Pull {
+        /// Catalog ids or hf:OWNER/REPO/FILE.gguf references.
+        #[arg(required = true)]
+        models: Vec<String>,
+    },
+    /// List catalog models and whether they are downloaded.
+    List,
+    /// Perplexity of a text file (llama.cpp's method: windows of --ctx tokens, second half scored).
+    Perplexity {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// The text file to score.
+        #[arg(long)]
+        file: PathBuf,
+        /// Tokens per window.
+        #[arg(long, default_value_t = 512)]
+        ctx: usize,
+    },
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// Catalog id, hf:OWNER/REPO/FILE.gguf, or a path to a .gguf file. Defaults to the catalog's default.
+    #[arg(long, short, env = "HEARTH_MODEL")]
+    model: Option<String>,
+    /// Where to compute: auto, cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "auto", env = "HEARTH_DEVICE")]
+    device: DeviceChoice,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt.
+    prompt: String,
+    /// Apply the model's chat template to the prompt as a user message.
+    #[arg(long)]
+    chat: bool,
+    /// System message (with --chat).
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// 0 means greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    #[arg(long)]
+    top_p: Option<f32>,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long)]
+    min_p: Option<f32>,
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    #[arg(long, default_value_t = 0.0)]
+    presence_penalty: f32,
+    #[arg(long, default_value_t = 0.0)]
+    frequency_penalty: f32,
+    /// Makes sampling reproducible.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop when this text is generated (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("HEARTH_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Pull { models } => pull(&models),
+        Command::List => list(),
+        Command::Perplexity { model, file, ctx } => perplexity(&model, &file, ctx),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn load(args: &ModelArgs) -> Result<Model> {
+    let id = match &args.model {
+        Some(m) => m.clone(),
+        None => catalog::Catalog::builtin()?.default,
+    };
+    let path = catalog::resolve(&id)?;
+    let device = args.device.open()?;
+    let start = Instant::now();
+    let model = Model::load(&path, &device)?;
+    eprintln!(
+        "loaded {} ({}, {}, {:.0} MB) in {:.2}s",
+        model.name,
+        model.decoder.spec.arch.gguf_name(),
+        model.quantization,
+        model.file_size as f64 / 1e6,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(model)
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let penalties = Penalties {
+        repetition: args.repeat_penalty,
+        presence: args.presence_penalty,
+        frequency: args.frequency_penalty,
+        ..Penalties::default()
+    };
+    let sampler = SamplerConfig::from_params(args.temperature, args.top_k, args.top_p, args.min_p, penalties, args.seed)
+        .map_err(anyhow::Error::msg)?;
+    let model = load(&args.model)?;
+    let (text, add_bos) = if args.chat {
+        let mut messages = Vec::new();
+        if let Some(s) = &args.system {
+            messages.push(ChatMessage::new("system", s));
+        }
+        messages.push(ChatMessage::new("user", &args.prompt));
+        let text = model.prompt.render(&messages, true).map_err(anyhow::Error::msg).context("rendering the chat template")?;
+        let bos = !model.prompt.starts_with_bos(&text);
+        (text, bos)
+    } else {
+        (args.prompt.clone(), true)
+    };
+    let prompt = model.vocab.encode(&text, add_bos).map_err(anyhow::Error::msg)?;
+    if prompt.is_empty() {
+        bail!("the prompt is empty");
+    }
+    let params = GenerateParams { max_tokens: args.max_tokens, sampler, stop: args.stop };
+    let mut out = std::io::stdout().lock();
+    let g = generate(&model, &prompt, &params, |piece| {
+        let _ = out.write_all(piece.as_bytes());
+        let _ = out.flush();
+    })?;
+    let _ = writeln!(out);
+    eprintln!(
+        "prompt: {} tokens, {:.1} tok/s; generation: {} tokens, {:.1} tok/s; finish: {}",
+        g.prompt_tokens,
+        g.prompt_tps(),
+        g.tokens.len(),
+        g.generate_tps(),
+        g.finish.as_str()
+    );
+    Ok(())
+}
+
+fn pull(models: &[String]) -> Result<()> {
+    for m in models {
+        let path = catalog::pull(m, |msg| eprintln!("{m}: {msg}"))?;
+        println!("{m}: {}", path.display());
+    }
+    Ok(())
+}
+
+fn list() -> Result<()> {
+    let default = catalog::Catalog::builtin()?.default;
+    println!("{:<28} {:<8} {:<8} {:>9}  {}", "ID", "ARCH", "QUANT", "SIZE", "PATH");
+    for (e, path) in catalog::list()? {
+        let mark = if e.id == default { " (default)" } else { "" };
+        let at = path.map_or("not downloaded".to_string(), |p| p.display().to_string());
+        println!("{:<28} {:<8} {:<8} {:>7.0}MB  {at}{mark}", e.id, e.arch, e.quant, e.size as f64 / 1e6);
+    }
+    Ok(())
+}
+
+fn perplexity(args: &ModelArgs, file: &PathBuf, ctx: usize) -> Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let model = load(args)?;
+    let start = Instant::now();
+    let p = hearth::bench::perplexity::perplexity(&model, &text, ctx, |w, v| eprint!("[{w}]{v:.4} "))?;
+    eprintln!();
+    println!(
+        "perplexity: {:.4} ({} windows of {ctx} tokens, {} tokens scored, {:.1}s)",
+        p.value,
+        p.windows,
+        p.scored_tokens,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! One transformer forward for every architecture, over a batch of sequences at different positions.
+//!
+//! All tokens of all sequences in a step are stacked into one `[N, d_model]` matrix so each weight
+//! is multiplied once per step; only attention is done per sequence, against that sequence's cache.
+
+use candle_core::{Device, Module, Tensor, D};
+
+use super::arch::{Activation, ModelSpec, RopeStyle};
+use super::kv_cache::KvCache;
+use super::weights::{Attn, Ffn, Layer, Weights};
+use super::ModelError;
+
+/// A run of new tokens for one sequence in a batched step.
+pub struct Chunk<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+    /// Return logits for every token (perplexity, prompt logprobs), not only the last.
+    pub all_logits: bool,
+}
+
+/// A loaded model: its spec and weights on one device.
+pub struct Decoder {
+    pub spec: ModelSpec,
+    pub device: Device,
+    weights: Weights,
+}
+
+/// cos/sin tables for one sequence chunk, per RoPE base.
+struct RopeTables {
+    global: (Tensor, Tensor),
+    local: (Tensor, Tensor),
+}
+
+type Res<T> = candle_core::Result<T>;
+
+impl Decoder {
+    pub fn new(spec: ModelSpec, weights: Weights, device: Device) -> Self {
+        Self { spec, device, weights }
+    }
+
+    /// A fresh cache sized for this model's context length.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.spec.n_layer, self.spec.context_length)
+    }
+
+    /// Runs one step over all chunks; returns per chunk its logits, `[rows, vocab]`, where rows is
+    /// 1 (the last token) or the chunk's length when `all_logits` is set.
+    pub fn forward(&self, chunks: &mut [Chunk<'_>]) -> Result<Vec<Tensor>, ModelError> {
+        for c in chunks.iter() {
+            if c.tokens.is_empty() {
+                return Err(ModelError::Input("empty chunk".into()));
+            }
+            let end = c.cache.len() + c.tokens.len();
+            if end > c.cache.max_len() {
+                return Err(ModelError::ContextFull { needed: end, limit: c.cache.max_len() });
+            }
+            if let Some(&t) = c.tokens.iter().find(|&&t| t as usize >= self.spec.vocab_size) {
+                return Err(ModelError::Input(format!("token id {t} is outside the vocabulary of {}", self.spec.vocab_size)));
+            }
+        }
+        self.forward_inner(chunks).map_err(|e| ModelError::candle("forward pass", e))
+    }
+
+    fn forward_inner(&self, chunks: &mut [Chunk<'_>]) -> Res<Vec<Tensor>> {
+        let spec = &self.spec;
+        let ids: Vec<u32> = chunks.iter().flat_map(|c| c.tokens.iter().copied()).collect();
+        let ids = Tensor::new(ids.as_slice(), &self.device)?;
+        let mut x = self.weights.embed.embedding(&ids)?;
+        if spec.arch.scales_embedding() {
+            x = (x * (spec.d_model as f64).sqrt())?;
+        }
+        let ropes = chunks
+            .iter()
+            .map(|c| self.rope_tables(c.cache.len(), c.tokens.len()))
+            .collect::<Res<Vec<_>>>()?;
+        for (li, layer) in self.weights.layers.iter().enumerate() {
+            x = self.layer(li, layer, &x, chunks, &ropes)?;
+        }
+        for c in chunks.iter_mut() {
+            c.cache.advance(c.tokens.len());
+        }
+        // Only the rows we return go through the final norm and output matrix.
+        let mut out = Vec::with_capacity(chunks.len());
+        let mut start = 0;
+        for c in chunks.iter() {
+            let n = c.tokens.len();
+            let rows = if c.all_logits { x.narrow(0, start, n)? } else { x.narrow(0, start + n - 1, 1)? };
+            let h = candle_nn::ops::rms_norm(&rows.contiguous()?, &self.weights.output_norm, spec.rms_eps as f32)?;
+            out.push(self.weights.output.forward(&h)?);
+            start += n;
+        }
+        Ok(out)
+    }
+
+    fn layer(&self, li: usize, l: &Layer, x: &Tensor, chunks: &mut [Chunk<'_>], ropes: &[RopeTables]) -> Res<Tensor> {
+        let spec = &self.spec;
+        let eps = spec.rms_eps as f32;
+        let h = candle_nn::ops::rms_norm(x, &l.attn_norm, eps)?;
+        let (q_dim, kv_dim) = (spec.n_head * spec.head_dim, spec.n_kv_head * spec.head_dim);
+        let (q, k, v) = match &l.attn {
+            Attn::Separate { q, k, v } => (q.forward(&h)?, k.forward(&h)?, v.forward(&h)?),
+            Attn::Fused(qkv) => {
+                let t = qkv.forward(&h)?;
+                (t.narrow(1, 0, q_dim)?, t.narrow(1, q_dim, kv_dim)?, t.narrow(1, q_dim + kv_dim, kv_dim)?)
+            }
+        };
+        let window = spec.window(li);
+        let mut outs = Vec::with_capacity(chunks.len());
+        let mut start = 0;
+        for (c, rope) in chunks.iter_mut().zip(ropes) {
+            let n = c.tokens.len();
+            let (cos, sin) = if window.is_some() { &rope.local } else { &rope.global };
+            let q = self.heads(&q.narrow(0, start, n)?, spec.n_head, l.q_norm.as_ref(), Some((cos, sin)))?;
+            let k = self.heads(&k.narrow(0, start, n)?, spec.n_kv_head, l.k_norm.as_ref(), Some((cos, sin)))?;
+            let v = self.heads(&v.narrow(0, start, n)?, spec.n_kv_head, None, None)?;
+            let pos = c.cache.len();
+            let (k_all, v_all) = c.cache.append(li, &k, &v)?;
+            outs.push(self.attend(&q, &k_all, &v_all, pos, window)?);
+            start += n;
+        }
+        let attn = Tensor::cat(&outs, 0)?;
+        let mut a = l.attn_out.forward(&attn)?;
+        if let Some(w) = &l.post_attn_norm {
+            a = candle_nn::ops::rms_norm(&a, w, eps)?;
+        }
+        let x = (x + a)?;
+        let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, eps)?;
+        let (gate, up) = match &l.ffn {
+            Ffn::Gated { gate, up } => (gate.forward(&h)?, up.forward(&h)?),
+            Ffn::FusedGateUp(gu) => {
+                let t = gu.forward(&h)?;
+                (t.narrow(1, 0, spec.ff_len)?, t.narrow(1, spec.ff_len, spec.ff_len)?)
+            }
+        };
+        let gate = match spec.activation {
+            Activation::Silu => candle_nn::ops::silu(&gate)?,
+            Activation::GeluTanh => gate.gelu()?,
+        };
+        let mut f = l.ffn_down.forward(&(gate * up)?)?;
+        if let Some(w) = &l.post_ffn_norm {
+            f = candle_nn::ops::rms_norm(&f, w, eps)?;
+        }
+        x + f
+    }
+
+    /// `[n, heads*hd]` → `[heads, n, hd]`, with optional per-head norm and RoPE.
+    fn heads(&self, t: &Tensor, heads: usize, norm: Option<&Tensor>, rope: Option<(&Tensor, &Tensor)>) -> Res<Tensor> {
+        let spec = &self.spec;
+        let n = t.dim(0)?;
+        let mut t = t.reshape((n, heads, spec.head_dim))?;
+        if let Some(w) = norm {
+            t = candle_nn::ops::rms_norm(&t.contiguous()?, w, spec.rms_eps as f32)?;
+        }
+        let t = t.transpose(0, 1)?.contiguous()?;
+        let Some((cos, sin)) = rope else { return Ok(t) };
+        let rd = spec.rope_dim;
+        let rotate = |x: &Tensor| -> Res<Tensor> {
+            let x = x.unsqueeze(0)?.contiguous()?;
+            let y = match spec.arch.rope_style() {
+                RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&x, cos, sin)?,
+                RopeStyle::Neox => candle_nn::rotary_emb::rope(&x, cos, sin)?,
+            };
+            y.squeeze(0)
+        };
+        if rd == spec.head_dim {
+            rotate(&t)
+        } else {
+            let r = rotate(&t.narrow(2, 0, rd)?)?;
+            Tensor::cat(&[&r, &t.narrow(2, rd, spec.head_dim - rd)?], 2)
+        }
+    }
+
+    /// Attention of `q` (`[n_head, n, hd]`, positions `pos..pos+n`) over all cached keys.
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, pos: usize, window: Option<usize>) -> Res<Tensor> {
+        let spec = &self.spec;
+        let n = q.dim(1)?;
+        let total = k.dim(1)?;
+        // Keys before `first` are invisible to every query of this chunk.
+        let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let k = k.narrow(1, first, total - first)?.contiguous()?;
+        let v = v.narrow(1, first, total - first)?.contiguous()?;
+        let t = total - first;
+        let group = spec.n_head / spec.n_kv_head;
+        let hd = spec.head_dim;
+        // Each query head gets its key/value head repeated, so every head is its own batch entry
+        // (the layout llama.cpp and candle use, which keeps results comparable with theirs).
+        let repeat = |x: Tensor| -> Res<Tensor> {
+            if group == 1 {
+                return Ok(x);
+            }
+            x.unsqueeze(1)?.expand((spec.n_kv_head, group, t, hd))?.contiguous()?.reshape((spec.n_head, t, hd))
+        };
+        let (k, v) = (repeat(k)?, repeat(v)?);
+        let scores = (q.matmul(&k.t()?)? / spec.attn_divisor)?;
+        // A single query sees exactly the keys kept above; only chunks need a mask.
+        let scores = if n > 1 {
+            let mut m = vec![0f32; n * t];
+            for i in 0..n {
+                let qp = pos + i;
+                for j in 0..t {
+                    let kp = first + j;
+                    let visible = kp <= qp && window.is_none_or(|w| qp - kp < w);
+                    if !visible {
+                        m[i * t + j] = f32::NEG_INFINITY;
+                    }
+                }
+            }
+            scores.broadcast_add(&Tensor::from_vec(m, (n, t), q.device())?)?
+        } else {
+            scores
+        };
+        let p = candle_nn::ops::softmax_last_dim(&scores)?;
+        let o = p.matmul(&v)?; // [n_head, n, hd]
+        o.transpose(0, 1)?.reshape((n, spec.n_head * hd))
+    }
+
+    fn rope_tables(&self, pos: usize, n: usize) -> Res<RopeTables> {
+        let s = &self.spec;
+        let table = |base: f32, scale: f32| -> Res<(Tensor, Tensor)> {
+            let half = s.rope_dim / 2;
+            let mut cos = Vec::with_capacity(n * half);
+            let mut sin = Vec::with_capacity(n * half);
+            // f32 throughout, as candle's and llama.cpp's tables are.
+            let inv: Vec<f32> = (0..half).map(|i| 1.0 / base.powf((2 * i) as f32 / s.rope_dim as f32)).collect();
+            for p in pos..pos + n {
+                let p = p as f32 / scale;
+                for &f in &inv {
+                    let a = p * f;
+                    cos.push(a.cos());
+                    sin.push(a.sin());
+                }
+            }
+            Ok((Tensor::from_vec(cos, (n, half), &self.device)?, Tensor::from_vec(sin, (n, half), &self.device)?))
+        };
+        let global = table(s.rope_base, s.rope_scale)?;
+        let local = if s.sliding_window.is_some() { table(s.rope_base_local, 1.0)? } else { global.clone() };
+        Ok(RopeTables { global, local })
+    }
+}
+
+/// Index of the largest logit.
+pub fn argmax(logits: &Tensor) -> Result<u32, ModelError> {
+    let v = logits.flatten_all().and_then(|l| l.argmax(D::Minus1)).and_then(|t| t.to_scalar::<u32>());
+    v.map_err(|e| ModelError::candle("argmax", e))
+}

@@ -1,0 +1,75 @@
+//! Choosing the compute device: `auto`, `cpu`, `cuda[:N]` or `metal`, with a clear error when the
+//! backend was not compiled in.
+
+use std::str::FromStr;
+
+use candle_core::Device;
+
+use super::ModelError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    Auto,
+    Cpu,
+    Cuda(usize),
+    Metal,
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "metal" => Ok(Self::Metal),
+            "cuda" => Ok(Self::Cuda(0)),
+            _ => match s.strip_prefix("cuda:").map(str::parse) {
+                Some(Ok(n)) => Ok(Self::Cuda(n)),
+                _ => Err(format!("unknown device \"{s}\": use auto, cpu, cuda, cuda:N or metal")),
+            },
+        }
+    }
+}
+
+impl DeviceChoice {
+    pub fn open(self) -> Result<Device, ModelError> {
+        match self {
+            Self::Cpu => Ok(Device::Cpu),
+            Self::Auto => {
+                if candle_core::utils::cuda_is_available() {
+                    Self::Cuda(0).open()
+                } else if candle_core::utils::metal_is_available() {
+                    Self::Metal.open()
+                } else {
+                    Ok(Device::Cpu)
+                }
+            }
+            Self::Cuda(n) => {
+                if !candle_core::utils::cuda_is_available() {
+                    return Err(ModelError::Device(
+                        "CUDA was not compiled into this hearth: rebuild with `cargo build --release --features cuda`".into(),
+                    ));
+                }
+                Device::new_cuda(n).map_err(|e| ModelError::Device(format!("cannot open CUDA device {n}: {e}")))
+            }
+            Self::Metal => {
+                if !candle_core::utils::metal_is_available() {
+                    return Err(ModelError::Device(
+                        "Metal was not compiled into this hearth: rebuild with `cargo build --release --features metal`".into(),
+                    ));
+                }
+                Device::new_metal(0).map_err(|e| ModelError::Device(format!("cannot open Metal device: {e}")))
+            }
+        }
+    }
+}
+
+/// A short name for a device, for logs and the ledger.
+pub fn device_name(d: &Device) -> String {
+    match d {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(_) => "cuda".into(),
+        Device::Metal(_) => "metal".into(),
+    }
+}

@@ -1,0 +1,90 @@
+//! Per-sequence key/value storage, kept outside the weights so many sequences can share one model
+//! and advance at different positions.
+
+use candle_core::{DType, Device, Tensor};
+
+/// Keys and values of one layer: `[n_kv_head, capacity, head_dim]`, the first `len` positions valid.
+struct LayerCache {
+    k: Tensor,
+    v: Tensor,
+}
+
+/// The cache of one sequence: one [`LayerCache`] per layer, all of the same length.
+pub struct KvCache {
+    layers: Vec<Option<LayerCache>>,
+    len: usize,
+    capacity: usize,
+    max_len: usize,
+}
+
+impl KvCache {
+    /// An empty cache for a model of `n_layer` layers that holds at most `max_len` positions.
+    pub fn new(n_layer: usize, max_len: usize) -> Self {
+        Self { layers: (0..n_layer).map(|_| None).collect(), len: 0, capacity: 0, max_len }
+    }
+
+    /// Number of positions stored.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Forgets every position from `len` on (for reusing a shared prefix).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Bytes held by this cache's tensors.
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .flatten()
+            .map(|l| (l.k.elem_count() + l.v.elem_count()) * l.k.dtype().size_in_bytes())
+            .sum()
+    }
+
+    /// Appends `k`, `v` (`[n_kv_head, n, head_dim]`) to layer `layer` at position `self.len()` and
+    /// returns all keys and values so far. Call [`KvCache::advance`] once all layers are done.
+    pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let (n_kv, n, hd) = k.dims3()?;
+        let need = self.len + n;
+        if need > self.max_len {
+            candle_core::bail!("kv cache holds {} positions, {need} needed", self.max_len);
+        }
+        let slot = &mut self.layers[layer];
+        let cap = slot.as_ref().map_or(0, |c| c.k.dim(1).unwrap_or(0));
+        if cap < need {
+            let new_cap = (need.max(cap * 2).max(64)).min(self.max_len);
+            let grow = |old: Option<&Tensor>, dev: &Device| -> candle_core::Result<Tensor> {
+                let t = Tensor::zeros((n_kv, new_cap, hd), DType::F32, dev)?;
+                if let Some(old) = old {
+                    t.slice_set(&old.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
+                }
+                Ok(t)
+            };
+            let dev = k.device().clone();
+            let new = LayerCache {
+                k: grow(slot.as_ref().map(|c| &c.k), &dev)?,
+                v: grow(slot.as_ref().map(|c| &c.v), &dev)?,
+            };
+            *slot = Some(new);
+            self.capacity = self.capacity.max(new_cap);
+        }
+        let c = slot.as_ref().expect("allocated above");
+        c.k.slice_set(&k.contiguous()?, 1, self.len)?;
+        c.v.slice_set(&v.contiguous()?, 1, self.len)?;
+        Ok((c.k.narrow(1, 0, need)?, c.v.narrow(1, 0, need)?))
+    }
+
+    /// Marks `n` more positions as stored, after every layer appended them.
+    pub fn advance(&mut self, n: usize) {
+        self.len += n;
+    }
+}

@@ -1,0 +1,125 @@
+//! Models: GGUF files, architectures, the decoder, KV caches, tokenizers and prompt formats.
+//! Depends only on candle, tokenizers and minijinja; knows nothing of requests or the ledger.
+
+pub mod arch;
+pub mod decoder;
+pub mod device;
+pub mod gguf;
+pub mod kv_cache;
+pub mod prompt;
+pub mod tokenizer;
+pub mod weights;
+
+use std::path::Path;
+
+use candle_core::Device;
+
+pub use arch::{Arch, ModelSpec};
+pub use decoder::{Chunk, Decoder};
+pub use gguf::{GgufError, GgufFile};
+pub use kv_cache::KvCache;
+pub use prompt::{ChatMessage, PromptFormat};
+pub use tokenizer::{StreamDecoder, Vocab};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("{context}: {source}")]
+    Candle { context: String, source: candle_core::Error },
+    #[error("the context holds {limit} tokens, {needed} needed")]
+    ContextFull { needed: usize, limit: usize },
+    #[error("{0}")]
+    Input(String),
+    #[error("{0}")]
+    Device(String),
+    #[error("chat template: {0}")]
+    Template(String),
+}
+
+impl ModelError {
+    pub fn candle(context: impl Into<String>, source: candle_core::Error) -> Self {
+        Self::Candle { context: context.into(), source }
+    }
+}
+
+/// Everything needed to run one GGUF file: decoder, vocabulary and prompt format.
+pub struct Model {
+    pub name: String,
+    pub decoder: Decoder,
+    pub vocab: Vocab,
+    pub prompt: PromptFormat,
+    pub file_size: usize,
+    /// The quantization type most of the weights use, e.g. "Q4_K".
+    pub quantization: String,
+}
+
+impl Model {
+    pub fn load(path: &Path, device: &Device) -> Result<Self, ModelError> {
+        let file = GgufFile::open(path)?;
+        Self::from_gguf(&file, device)
+    }
+
+    pub fn from_gguf(file: &GgufFile, device: &Device) -> Result<Self, ModelError> {
+        let spec = ModelSpec::from_gguf(file)?;
+        let vocab = Vocab::from_gguf(file)?;
+        if vocab.len() < spec.vocab_size {
+            return Err(file.error(format!("the vocabulary has {} tokens but the embedding {} rows", vocab.len(), spec.vocab_size)).into());
+        }
+        let prompt = PromptFormat::from_gguf(file, spec.arch, &vocab)?;
+        let weights = weights::Weights::load(file, &spec, device)?;
+        let name = file
+            .get("general.name")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| path_stem(&file.path));
+        Ok(Self {
+            name,
+            decoder: Decoder::new(spec, weights, device.clone()),
+            vocab,
+            prompt,
+            file_size: file.file_size(),
+            quantization: dominant_type(file),
+        })
+    }
+}
+
+fn path_stem(p: &Path) -> String {
+    p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// The quantization named by `general.file_type` (llama.cpp's ftype), else the type holding
+/// most weight bytes outside the embedding.
+fn dominant_type(file: &GgufFile) -> String {
+    let named = match file.get("general.file_type").and_then(|v| v.as_u64()) {
+        Some(0) => "F32",
+        Some(1) => "F16",
+        Some(2) => "Q4_0",
+        Some(3) => "Q4_1",
+        Some(7) => "Q8_0",
+        Some(8) => "Q5_0",
+        Some(9) => "Q5_1",
+        Some(10) => "Q2_K",
+        Some(11) => "Q3_K_S",
+        Some(12) => "Q3_K_M",
+        Some(13) => "Q3_K_L",
+        Some(14) => "Q4_K_S",
+        Some(15) => "Q4_K_M",
+        Some(16) => "Q5_K_S",
+        Some(17) => "Q5_K_M",
+        Some(18) => "Q6_K",
+        Some(32) => "BF16",
+        _ => "",
+    };
+    if !named.is_empty() {
+        return named.to_owned();
+    }
+    let mut by_type: Vec<(&'static str, usize)> = Vec::new();
+    for t in file.tensors.iter().filter(|t| t.dims.len() == 2 && t.name != "token_embd.weight") {
+        match by_type.iter_mut().find(|(n, _)| *n == t.ty.name()) {
+            Some((_, s)) => *s += t.size,
+            None => by_type.push((t.ty.name(), t.size)),
+        }
+    }
+    by_type.into_iter().max_by_key(|&(_, s)| s).map(|(n, _)| n.to_owned()).unwrap_or_default()
+}

@@ -1,0 +1,107 @@
+//! Prompt formats: the file's `tokenizer.chat_template` rendered with minijinja, or, for files
+//! without one, the architecture's known chat format written as a template of our own.
+
+use minijinja::{context, Environment, Error as JinjaError, ErrorKind};
+use serde::{Deserialize, Serialize};
+
+use super::arch::{Arch, ChatFormat};
+use super::gguf::{GgufError, GgufFile};
+use super::tokenizer::Vocab;
+
+const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}\
+{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+/// Gemma has no system role: a system message is folded into the first user turn.
+const GEMMA: &str = "{{ bos_token }}{% set ns = namespace(system='') %}\
+{% for m in messages %}{% if m.role == 'system' %}{% set ns.system = ns.system + m.content + '\n\n' %}\
+{% else %}<start_of_turn>{{ 'model' if m.role == 'assistant' else m.role }}\n\
+{% if m.role == 'user' and ns.system %}{{ ns.system }}{% set ns.system = '' %}{% endif %}\
+{{ m.content | trim }}<end_of_turn>\n{% endif %}{% endfor %}\
+{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}";
+
+const PHI3: &str = "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}<|end|>\n{% endfor %}\
+{% if add_generation_prompt %}<|assistant|>\n{% endif %}";
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: &str, content: &str) -> Self {
+        Self { role: role.into(), content: content.into() }
+    }
+}
+
+/// How a model wants its chat prompts written.
+pub struct PromptFormat {
+    env: Environment<'static>,
+    /// True when the template came from the file, false when it is our fallback.
+    pub from_file: bool,
+    bos: String,
+    eos: String,
+}
+
+impl std::fmt::Debug for PromptFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PromptFormat").field("from_file", &self.from_file).finish()
+    }
+}
+
+fn raise_exception(msg: String) -> Result<String, JinjaError> {
+    Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
+}
+
+impl PromptFormat {
+    pub fn from_gguf(file: &GgufFile, arch: Arch, vocab: &Vocab) -> Result<Self, GgufError> {
+        let from_file = file.get("tokenizer.chat_template").and_then(|v| v.as_str());
+        let source = from_file.map(str::to_owned).unwrap_or_else(|| {
+            match arch.chat_format() {
+                ChatFormat::ChatMl => CHATML,
+                ChatFormat::Gemma => GEMMA,
+                ChatFormat::Phi3 => PHI3,
+            }
+            .to_owned()
+        });
+        let text = |id: Option<u32>| id.map(|i| vocab.tokens[i as usize].clone()).unwrap_or_default();
+        Self::new(source, from_file.is_some(), text(vocab.bos), text(vocab.eos))
+            .map_err(|e| file.error(format!("tokenizer.chat_template does not compile: {e}")))
+    }
+
+    pub fn new(source: String, from_file: bool, bos: String, eos: String) -> Result<Self, JinjaError> {
+        let mut env = Environment::new();
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", raise_exception);
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.add_template_owned("chat", source)?;
+        Ok(Self { env, from_file, bos, eos })
+    }
+
+    /// Renders `messages`, ending with the assistant's turn opener when `add_generation_prompt`.
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, String> {
+        let tmpl = self.env.get_template("chat").map_err(|e| e.to_string())?;
+        tmpl.render(context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos,
+            eos_token => self.eos,
+        })
+        .map_err(|e| {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            msg
+        })
+    }
+
+    /// Whether a rendered prompt already starts with the BOS token (so none must be added).
+    pub fn starts_with_bos(&self, rendered: &str) -> bool {
+        !self.bos.is_empty() && rendered.starts_with(&self.bos)
+    }
+}

@@ -1,0 +1,265 @@
+//! The vocabulary read from `tokenizer.ggml.*` metadata, built into a `tokenizers::Tokenizer`
+//! (gpt2-style byte-level BPE, or SentencePiece-style BPE with byte fallback), plus the special
+//! token ids hearth needs and a streaming detokenizer that never splits a UTF-8 character.
+
+use std::collections::HashMap;
+
+use tokenizers::decoders::byte_fallback::ByteFallback;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+use tokenizers::models::bpe::{Vocab as BpeVocab, BPE};
+use tokenizers::normalizers::{Prepend, Replace, Sequence as NormSequence};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
+
+use super::gguf::{GgufError, GgufFile, Value};
+
+const TYPE_NORMAL: i64 = 1;
+const TYPE_CONTROL: i64 = 3;
+const TYPE_USER: i64 = 4;
+
+/// Texts of control tokens that end a turn, besides the ids the metadata names (as llama.cpp).
+const END_OF_GENERATION: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<EOT>",
+    "<|return|>",
+    "<|file_separator|>",
+];
+
+const GPT2_REGEX: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// A model's vocabulary: the tokenizer and the special ids that drive generation.
+pub struct Vocab {
+    pub tokenizer: Tokenizer,
+    pub tokens: Vec<String>,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    pub add_bos: bool,
+    /// Every token that ends generation.
+    pub end_of_generation: Vec<u32>,
+}
+
+impl Vocab {
+    pub fn from_gguf(file: &GgufFile) -> Result<Self, GgufError> {
+        let strings = |key: &str| -> Result<Vec<String>, GgufError> {
+            let arr = file.get(key).and_then(Value::as_array).ok_or_else(|| file.error(format!("metadata {key} is missing")))?;
+            arr.iter()
+                .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| file.error(format!("metadata {key} must hold strings"))))
+                .collect()
+        };
+        let tokens = strings("tokenizer.ggml.tokens")?;
+        let n = tokens.len();
+        let types: Vec<i64> = match file.get("tokenizer.ggml.token_type").and_then(Value::as_array) {
+            Some(a) if a.len() == n => a.iter().map(|v| v.as_f64().unwrap_or(1.0) as i64).collect(),
+            Some(_) => return Err(file.error("tokenizer.ggml.token_type length differs from tokenizer.ggml.tokens")),
+            None => vec![TYPE_NORMAL; n],
+        };
+        let id = |key: &str| -> Result<Option<u32>, GgufError> {
+            match file.get(key).and_then(Value::as_u64) {
+                Some(i) if (i as usize) < n => Ok(Some(i as u32)),
+                Some(i) => Err(file.error(format!("{key} = {i} is outside the vocabulary of {n} tokens"))),
+                None => Ok(None),
+            }
+        };
+        let flag = |key: &str| file.get(key).and_then(Value::as_bool);
+        let model = file.get("tokenizer.ggml.model").and_then(Value::as_str).unwrap_or("");
+        let tokenizer = match model {
+            "gpt2" => {
+                let merges = strings("tokenizer.ggml.merges")?;
+                let pre = file.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
+                gpt2_tokenizer(&tokens, &merges, pre)
+            }
+            "llama" => {
+                let scores: Vec<f32> = match file.get("tokenizer.ggml.scores").and_then(Value::as_array) {
+                    Some(a) if a.len() == n => a.iter().map(|v| v.as_f64().unwrap_or(0.0) as f32).collect(),
+                    _ => return Err(file.error("tokenizer.ggml.scores is missing or differs in length from the tokens")),
+                };
+                let unk = id("tokenizer.ggml.unknown_token_id")?.map(|i| tokens[i as usize].clone());
+                let space_prefix = flag("tokenizer.ggml.add_space_prefix").unwrap_or(true);
+                spm_tokenizer(&tokens, &scores, &types, unk, space_prefix)
+            }
+            other => return Err(file.error(format!("tokenizer model \"{other}\" is not supported (gpt2 and llama are)"))),
+        }
+        .map_err(|e| file.error(format!("building the tokenizer: {e}")))?;
+        let mut tokenizer = tokenizer;
+        let added: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&types)
+            .filter(|(_, &t)| t == TYPE_CONTROL || t == TYPE_USER)
+            .map(|(s, &t)| AddedToken::from(s.clone(), t == TYPE_CONTROL).normalized(false))
+            .collect();
+        tokenizer.add_special_tokens(&added);
+
+        let bos = id("tokenizer.ggml.bos_token_id")?;
+        let eos = id("tokenizer.ggml.eos_token_id")?;
+        let mut eog: Vec<u32> = [eos, id("tokenizer.ggml.eot_token_id")?, id("tokenizer.ggml.eom_token_id")?]
+            .into_iter()
+            .flatten()
+            .collect();
+        for (i, (s, &t)) in tokens.iter().zip(&types).enumerate() {
+            if t == TYPE_CONTROL && END_OF_GENERATION.contains(&s.as_str()) && !eog.contains(&(i as u32)) {
+                eog.push(i as u32);
+            }
+        }
+        let add_bos = flag("tokenizer.ggml.add_bos_token").unwrap_or(model == "llama") && bos.is_some();
+        Ok(Self { tokenizer, tokens, bos, eos, add_bos, end_of_generation: eog })
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// Tokenizes `text`; special-token texts in it become their tokens. Prepends BOS when the
+    /// model wants one and `add_bos` is set.
+    pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, String> {
+        let enc = self.tokenizer.encode_fast(text, false).map_err(|e| e.to_string())?;
+        let mut ids = Vec::with_capacity(enc.len() + 1);
+        if add_bos && self.add_bos {
+            ids.extend(self.bos);
+        }
+        ids.extend_from_slice(enc.get_ids());
+        Ok(ids)
+    }
+
+    /// Text of `ids`, control tokens left out.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        self.tokenizer.decode(ids, true).unwrap_or_default()
+    }
+
+    pub fn is_end_of_generation(&self, id: u32) -> bool {
+        self.end_of_generation.contains(&id)
+    }
+
+    /// The id of a token by its exact text.
+    pub fn token_id(&self, text: &str) -> Option<u32> {
+        self.tokens.iter().position(|t| t == text).map(|i| i as u32)
+    }
+}
+
+fn gpt2_tokenizer(tokens: &[String], merges: &[String], pre: &str) -> tokenizers::Result<Tokenizer> {
+    let vocab: BpeVocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let merges: Vec<(String, String)> = merges
+        .iter()
+        .filter_map(|m| m.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())))
+        .collect();
+    let bpe = BPE::builder().vocab_and_merges(vocab, merges).build()?;
+    let mut tok = Tokenizer::new(bpe);
+    let split = |re: &str| -> tokenizers::Result<PreTokenizerWrapper> {
+        Ok(Split::new(SplitPattern::Regex(re.into()), SplitDelimiterBehavior::Isolated, false)?.into())
+    };
+    let byte_level = ByteLevel::new(false, false, false);
+    let pre: PreTokenizerWrapper = match pre {
+        // Digits one by one, then GPT-2's split (llama.cpp's starcoder/smollm pre-tokenizer).
+        "smollm" | "starcoder" | "refact" | "codeshell" => {
+            PreSequence::new(vec![Digits::new(true).into(), split(GPT2_REGEX)?, byte_level.into()]).into()
+        }
+        "llama3" | "llama-bpe" | "smaug-bpe" | "dbrx" => PreSequence::new(vec![split(LLAMA3_REGEX)?, byte_level.into()]).into(),
+        "qwen2" | "deepseek-r1-qwen" => PreSequence::new(vec![split(QWEN2_REGEX)?, byte_level.into()]).into(),
+        _ => PreSequence::new(vec![split(GPT2_REGEX)?, byte_level.into()]).into(),
+    };
+    tok.with_pre_tokenizer(Some(pre));
+    tok.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::default())));
+    Ok(tok)
+}
+
+/// SentencePiece BPE: merges are every split of a vocabulary piece into two pieces, ranked by the
+/// score of the merged piece, which is exactly the order SentencePiece (and llama.cpp) merges in.
+fn spm_tokenizer(
+    tokens: &[String],
+    scores: &[f32],
+    types: &[i64],
+    unk: Option<String>,
+    space_prefix: bool,
+) -> tokenizers::Result<Tokenizer> {
+    let mut vocab: HashMap<String, u32> = HashMap::with_capacity(tokens.len());
+    for (i, t) in tokens.iter().enumerate() {
+        vocab.entry(t.clone()).or_insert(i as u32);
+    }
+    let mut ranked: Vec<(f32, u32, &str, &str)> = Vec::new();
+    for (i, piece) in tokens.iter().enumerate() {
+        if types[i] != TYPE_NORMAL || vocab.get(piece) != Some(&(i as u32)) {
+            continue;
+        }
+        for (k, _) in piece.char_indices().skip(1) {
+            let (a, b) = piece.split_at(k);
+            if vocab.contains_key(a) && vocab.contains_key(b) {
+                ranked.push((scores[i], i as u32, a, b));
+            }
+        }
+    }
+    ranked.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+    let merges: Vec<(String, String)> = ranked.into_iter().map(|(_, _, a, b)| (a.to_owned(), b.to_owned())).collect();
+    let mut builder = BPE::builder().vocab_and_merges(vocab.into_iter().collect::<BpeVocab>(), merges).byte_fallback(true).fuse_unk(true);
+    if let Some(unk) = unk {
+        builder = builder.unk_token(unk);
+    }
+    let mut tok = Tokenizer::new(builder.build()?);
+    let replace: NormalizerWrapper = Replace::new(" ", "▁")?.into();
+    let norm: NormalizerWrapper = if space_prefix {
+        NormSequence::new(vec![Prepend::new("▁".into()).into(), replace]).into()
+    } else {
+        replace
+    };
+    tok.with_normalizer(Some(norm));
+    tok.with_decoder(Some(DecoderWrapper::Sequence(DecoderSequence::new(vec![
+        Replace::new("▁", " ")?.into(),
+        ByteFallback::new().into(),
+        Fuse::new().into(),
+    ]))));
+    Ok(tok)
+}
+
+/// Turns a stream of token ids into text pieces, holding back bytes of an unfinished UTF-8
+/// character until the token that completes it arrives.
+#[derive(Debug, Default, Clone)]
+pub struct StreamDecoder {
+    ids: Vec<u32>,
+    prefix: usize,
+    read: usize,
+}
+
+impl StreamDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one token; returns the text it completes, if any.
+    pub fn push(&mut self, vocab: &Vocab, id: u32) -> Option<String> {
+        self.ids.push(id);
+        let before = vocab.decode(&self.ids[self.prefix..self.read]);
+        let after = vocab.decode(&self.ids[self.prefix..]);
+        if after.len() <= before.len() || after.ends_with('\u{FFFD}') {
+            return None;
+        }
+        let delta = match after.strip_prefix(before.as_str()) {
+            Some(d) => d.to_owned(),
+            None => after.chars().skip(before.chars().count()).collect(),
+        };
+        self.prefix = self.read;
+        self.read = self.ids.len();
+        Some(delta)
+    }
+
+    /// Whatever is still held back (an incomplete character decodes as U+FFFD).
+    pub fn flush(&mut self, vocab: &Vocab) -> Option<String> {
+        let before = vocab.decode(&self.ids[self.prefix..self.read]);
+        let after = vocab.decode(&self.ids[self.prefix..]);
+        self.prefix = self.ids.len();
+        self.read = self.ids.len();
+        after.strip_prefix(before.as_str()).filter(|d| !d.is_empty()).map(str::to_owned)
+    }
+}

@@ -1,0 +1,153 @@
+//! Loading a model's tensors out of a validated GGUF file into quantized weights on a device,
+//! checking every shape against the [`ModelSpec`] so a mismatched file fails at load, not mid-forward.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{ggml_file::qtensor_from_ggml, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+
+use super::arch::ModelSpec;
+use super::gguf::{GgufFile, TensorInfo};
+use super::ModelError;
+
+/// A matrix multiply by a (usually quantized) weight, plus an optional bias.
+pub struct Linear {
+    w: QMatMul,
+    b: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.w.forward(x)?;
+        match &self.b {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+pub enum Attn {
+    Separate { q: Linear, k: Linear, v: Linear },
+    Fused(Linear),
+}
+
+pub enum Ffn {
+    Gated { gate: Linear, up: Linear },
+    /// Gate and up stacked in one matrix, gate first (Phi-3).
+    FusedGateUp(Linear),
+}
+
+pub struct Layer {
+    pub attn_norm: Tensor,
+    pub attn: Attn,
+    pub q_norm: Option<Tensor>,
+    pub k_norm: Option<Tensor>,
+    pub attn_out: Linear,
+    pub post_attn_norm: Option<Tensor>,
+    pub ffn_norm: Tensor,
+    pub ffn: Ffn,
+    pub ffn_down: Linear,
+    pub post_ffn_norm: Option<Tensor>,
+}
+
+pub struct Weights {
+    /// Token embedding, kept quantized: only looked-up rows are dequantized.
+    pub embed: Arc<QTensor>,
+    pub layers: Vec<Layer>,
+    pub output_norm: Tensor,
+    pub output: QMatMul,
+}
+
+struct Loader<'a> {
+    file: &'a GgufFile,
+    device: &'a Device,
+}
+
+impl Loader<'_> {
+    fn info(&self, name: &str) -> Result<&TensorInfo, ModelError> {
+        self.file.tensor(name).ok_or_else(|| self.file.error(format!("tensor {name} is missing")).into())
+    }
+
+    fn qtensor(&self, name: &str, dims: &[usize]) -> Result<QTensor, ModelError> {
+        let info = self.info(name)?;
+        if info.dims != dims {
+            return Err(self.file.error(format!("tensor {name} has shape {:?}, expected {dims:?}", info.dims)).into());
+        }
+        let dtype = info.ty.ggml_dtype().expect("types were checked at open");
+        let t = qtensor_from_ggml(dtype, self.file.tensor_bytes(info), info.dims.clone(), self.device)
+            .map_err(|e| ModelError::candle(format!("loading {name}"), e))?;
+        self.file.release(info);
+        Ok(t)
+    }
+
+    fn vector(&self, name: &str, len: usize) -> Result<Tensor, ModelError> {
+        let q = self.qtensor(name, &[len])?;
+        q.dequantize(self.device).map_err(|e| ModelError::candle(format!("loading {name}"), e))
+    }
+
+    fn opt_vector(&self, name: &str, len: usize) -> Result<Option<Tensor>, ModelError> {
+        match self.file.tensor(name) {
+            Some(_) => self.vector(name, len).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn linear(&self, name: &str, out: usize, inp: usize) -> Result<Linear, ModelError> {
+        let w = QMatMul::from_qtensor(self.qtensor(&format!("{name}.weight"), &[out, inp])?)
+            .map_err(|e| ModelError::candle(format!("loading {name}"), e))?;
+        let b = self.opt_vector(&format!("{name}.bias"), out)?;
+        Ok(Linear { w, b })
+    }
+}
+
+impl Weights {
+    pub fn load(file: &GgufFile, spec: &ModelSpec, device: &Device) -> Result<Self, ModelError> {
+        let l = Loader { file, device };
+        let (d, hd) = (spec.d_model, spec.head_dim);
+        let (q_dim, kv_dim) = (spec.n_head * hd, spec.n_kv_head * hd);
+        let embed = Arc::new(l.qtensor("token_embd.weight", &[spec.vocab_size, d])?);
+        let output = match file.tensor("output.weight") {
+            Some(_) => QMatMul::from_qtensor(l.qtensor("output.weight", &[spec.vocab_size, d])?),
+            None => QMatMul::from_arc(embed.clone()),
+        }
+        .map_err(|e| ModelError::candle("loading output.weight", e))?;
+        let output_norm = l.vector("output_norm.weight", d)?;
+        let arch = spec.arch;
+        let mut layers = Vec::with_capacity(spec.n_layer);
+        for i in 0..spec.n_layer {
+            let p = format!("blk.{i}");
+            let attn = if arch.fused_qkv() {
+                Attn::Fused(l.linear(&format!("{p}.attn_qkv"), q_dim + 2 * kv_dim, d)?)
+            } else {
+                Attn::Separate {
+                    q: l.linear(&format!("{p}.attn_q"), q_dim, d)?,
+                    k: l.linear(&format!("{p}.attn_k"), kv_dim, d)?,
+                    v: l.linear(&format!("{p}.attn_v"), kv_dim, d)?,
+                }
+            };
+            let ffn = if arch.fused_gate_up() {
+                Ffn::FusedGateUp(l.linear(&format!("{p}.ffn_up"), 2 * spec.ff_len, d)?)
+            } else {
+                Ffn::Gated {
+                    gate: l.linear(&format!("{p}.ffn_gate"), spec.ff_len, d)?,
+                    up: l.linear(&format!("{p}.ffn_up"), spec.ff_len, d)?,
+                }
+            };
+            let gemma = arch.gemma_norms();
+            let norm = |n: &str, len| if gemma { l.vector(&format!("{p}.{n}.weight"), len).map(Some) } else { Ok(None) };
+            layers.push(Layer {
+                attn_norm: l.vector(&format!("{p}.attn_norm.weight"), d)?,
+                attn,
+                q_norm: norm("attn_q_norm", hd)?,
+                k_norm: norm("attn_k_norm", hd)?,
+                attn_out: l.linear(&format!("{p}.attn_output"), d, q_dim)?,
+                post_attn_norm: norm("post_attention_norm", d)?,
+                ffn_norm: l.vector(&format!("{p}.ffn_norm.weight"), d)?,
+                ffn,
+                ffn_down: l.linear(&format!("{p}.ffn_down"), d, spec.ff_len)?,
+                post_ffn_norm: norm("post_ffw_norm", d)?,
+            });
+        }
+        Ok(Self { embed, layers, output_norm, output })
+    }
+}
