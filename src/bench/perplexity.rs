@@ -1,7 +1,7 @@
 //! Perplexity of a text, computed as llama.cpp's perplexity tool does: non-overlapping windows of
 //! `ctx` tokens, each starting with BOS when the model uses one, scoring only the second half.
 
-use crate::model::{Chunk, Model, ModelError};
+use crate::model::{Chunk, Logits, Model, ModelError};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Perplexity {
@@ -32,10 +32,10 @@ pub fn perplexity(model: &Model, text: &str, ctx: usize, mut on_window: impl FnM
             window[0] = bos;
         }
         let mut cache = model.decoder.new_cache();
-        let mut chunk = [Chunk { tokens: &window, cache: &mut cache, all_logits: true }];
+        let mut chunk = [Chunk { tokens: &window, cache: &mut cache, logits: Logits::From(first) }];
         let logits = model.decoder.forward(&mut chunk)?.remove(0);
         let rows = logits
-            .narrow(0, first, ctx - 1 - first)
+            .narrow(0, 0, ctx - 1 - first)
             .and_then(|t| t.to_vec2::<f32>())
             .map_err(|e| ModelError::candle("reading logits", e))?;
         for (j, row) in rows.iter().enumerate() {

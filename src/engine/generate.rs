@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::model::{Chunk, Model, ModelError, StreamDecoder};
+use crate::model::{Chunk, Logits, Model, ModelError, StreamDecoder};
 
 use super::sampler::{Sampler, SamplerConfig};
 use super::stop::StopStrings;
@@ -77,7 +77,7 @@ pub fn generate(
     let start = Instant::now();
     let mut logits = None;
     for piece in prompt.chunks(PREFILL_CHUNK) {
-        let mut chunk = [Chunk { tokens: piece, cache: &mut cache, all_logits: false }];
+        let mut chunk = [Chunk { tokens: piece, cache: &mut cache, logits: Logits::Last }];
         logits = dec.forward(&mut chunk)?.pop();
     }
     let prompt_time = start.elapsed();
@@ -127,7 +127,7 @@ pub fn generate(
             break;
         }
         let one = [next];
-        let mut chunk = [Chunk { tokens: &one, cache: &mut cache, all_logits: false }];
+        let mut chunk = [Chunk { tokens: &one, cache: &mut cache, logits: Logits::Last }];
         logits = dec.forward(&mut chunk)?.pop();
     }
     if !stopped_by_string {

@@ -177,3 +177,107 @@ pub fn argmax(xs: &[f32]) -> u32 {
     }
     best as u32
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(t: f32, k: Option<usize>, p: Option<f32>, m: Option<f32>, seed: u64) -> SamplerConfig {
+        SamplerConfig::from_params(t, k, p, m, Penalties::default(), Some(seed)).unwrap()
+    }
+
+    fn logits() -> Vec<f32> {
+        vec![1.0, 3.0, 2.5, -1.0, 0.0, 2.9]
+    }
+
+    #[test]
+    fn greedy_takes_the_largest() {
+        let mut s = Sampler::new(cfg(0.0, None, None, None, 1));
+        assert_eq!(s.sample(&mut logits(), &[]), 1);
+        assert_eq!(cfg(0.7, Some(1), None, None, 1).sampling, Sampling::Greedy);
+    }
+
+    #[test]
+    fn same_seed_same_tokens_other_seed_other_tokens() {
+        let run = |seed| {
+            let mut s = Sampler::new(cfg(1.5, None, None, None, seed));
+            (0..64).map(|_| s.sample(&mut logits(), &[])).collect::<Vec<_>>()
+        };
+        assert_eq!(run(42), run(42));
+        assert_ne!(run(42), run(43));
+    }
+
+    #[test]
+    fn frequencies_follow_the_softmax() {
+        let mut s = Sampler::new(cfg(1.0, None, None, None, 9));
+        let l = logits();
+        let z: f32 = l.iter().map(|x| x.exp()).sum();
+        let mut counts = [0usize; 6];
+        let n = 20_000;
+        for _ in 0..n {
+            counts[s.sample(&mut l.clone(), &[]) as usize] += 1;
+        }
+        for (i, &c) in counts.iter().enumerate() {
+            let want = l[i].exp() / z;
+            let got = c as f32 / n as f32;
+            assert!((want - got).abs() < 0.015, "token {i}: want {want}, got {got}");
+        }
+    }
+
+    #[test]
+    fn top_k_top_p_and_min_p_cut_the_tail() {
+        let mut s = Sampler::new(cfg(1.0, Some(2), None, None, 3));
+        assert!((0..500).all(|_| [1, 5].contains(&s.sample(&mut logits(), &[]))));
+        // p(1) ≈ 0.37, p(5) ≈ 0.33: top_p 0.5 keeps those two only.
+        let mut s = Sampler::new(cfg(1.0, None, Some(0.5), None, 3));
+        assert!((0..500).all(|_| [1, 5].contains(&s.sample(&mut logits(), &[]))));
+        let mut s = Sampler::new(cfg(1.0, None, Some(0.01), None, 3));
+        assert!((0..100).all(|_| s.sample(&mut logits(), &[]) == 1));
+        // min_p 0.8: only tokens with p >= 0.8 * p(max) survive: 1 and 5 (2.9 vs 3.0).
+        let mut s = Sampler::new(cfg(1.0, None, None, Some(0.8), 3));
+        assert!((0..500).all(|_| [1, 5].contains(&s.sample(&mut logits(), &[]))));
+    }
+
+    #[test]
+    fn penalties_push_seen_tokens_down() {
+        let pen = |repetition, presence, frequency| Penalties { repetition, presence, frequency, last_n: 64 };
+        let mut s = Sampler::new(SamplerConfig { penalties: pen(2.0, 0.0, 0.0), ..SamplerConfig::default() });
+        let mut l = logits();
+        assert_eq!(s.sample(&mut l, &[1]), 5);
+        assert_eq!(l[1], 1.5);
+        let mut s = Sampler::new(SamplerConfig { penalties: pen(1.0, 0.5, 0.25), ..SamplerConfig::default() });
+        let mut l = logits();
+        s.sample(&mut l, &[1, 1, 3]);
+        assert_eq!(l[1], 3.0 - 0.5 - 0.5);
+        assert_eq!(l[3], -1.0 - 0.5 - 0.25);
+        assert_eq!(l[2], 2.5);
+        // Only the last `last_n` tokens count.
+        let mut s = Sampler::new(SamplerConfig { penalties: Penalties { last_n: 1, ..pen(2.0, 0.0, 0.0) }, ..SamplerConfig::default() });
+        let mut l = logits();
+        s.sample(&mut l, &[1, 2]);
+        assert_eq!((l[1], l[2]), (3.0, 1.25));
+    }
+
+    #[test]
+    fn out_of_range_knobs_name_the_field() {
+        let p = Penalties::default;
+        let err = |r: Result<SamplerConfig, String>| r.unwrap_err();
+        assert!(err(SamplerConfig::from_params(-1.0, None, None, None, p(), None)).contains("`temperature`"));
+        assert!(err(SamplerConfig::from_params(1.0, None, Some(1.5), None, p(), None)).contains("`top_p`"));
+        assert!(err(SamplerConfig::from_params(1.0, None, Some(0.0), None, p(), None)).contains("`top_p`"));
+        assert!(err(SamplerConfig::from_params(1.0, Some(0), None, None, p(), None)).contains("`top_k`"));
+        assert!(err(SamplerConfig::from_params(1.0, None, None, Some(2.0), p(), None)).contains("`min_p`"));
+        let bad = Penalties { presence: 3.0, ..p() };
+        assert!(err(SamplerConfig::from_params(1.0, None, None, None, bad, None)).contains("`presence_penalty`"));
+        let nan = Penalties { repetition: f32::NAN, ..p() };
+        assert!(err(SamplerConfig::from_params(1.0, None, None, None, nan, None)).contains("`repetition_penalty`"));
+        assert!(err(SamplerConfig::from_params(f32::NAN, None, None, None, p(), None)).contains("`temperature`"));
+    }
+
+    #[test]
+    fn non_finite_logits_are_never_chosen() {
+        let mut s = Sampler::new(cfg(1.0, None, None, None, 5));
+        let l = vec![f32::NEG_INFINITY, 0.0, f32::NAN, f32::NEG_INFINITY];
+        assert!((0..50).all(|_| s.sample(&mut l.clone(), &[]) == 1));
+    }
+}

@@ -45,3 +45,48 @@ impl StopStrings {
         std::mem::take(&mut self.pending)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(stops: &[&str], pieces: &[&str]) -> (String, bool) {
+        let mut s = StopStrings::new(stops.iter().map(|s| s.to_string()).collect());
+        let mut out = String::new();
+        for p in pieces {
+            let step = s.push(p);
+            out.push_str(&step.emit);
+            if step.stopped {
+                return (out, true);
+            }
+        }
+        out.push_str(&s.finish());
+        (out, false)
+    }
+
+    #[test]
+    fn a_stop_split_across_pieces_is_caught_and_hidden() {
+        assert_eq!(feed(&["\n\n"], &["Hello", "\n", "\nWorld"]), ("Hello".into(), true));
+        assert_eq!(feed(&["END"], &["abc E", "N", "D tail"]), ("abc ".into(), true));
+    }
+
+    #[test]
+    fn text_that_only_looks_like_a_stop_is_released() {
+        assert_eq!(feed(&["END"], &["abc E", "N", "x"]), ("abc ENx".into(), false));
+        assert_eq!(feed(&["END"], &["abc EN"]), ("abc EN".into(), false));
+        assert_eq!(feed(&[], &["a", "b"]), ("ab".into(), false));
+    }
+
+    #[test]
+    fn the_earliest_of_several_stops_wins() {
+        assert_eq!(feed(&["b", "a"], &["xxab"]), ("xx".into(), true));
+    }
+
+    #[test]
+    fn held_text_is_released_as_soon_as_it_cannot_match() {
+        let mut s = StopStrings::new(vec!["</s>".into()]);
+        assert_eq!(s.push("a<").emit, "a");
+        assert_eq!(s.push("b").emit, "<b");
+        assert_eq!(s.push("é</").emit, "é");
+    }
+}

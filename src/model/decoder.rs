@@ -14,8 +14,15 @@ use super::ModelError;
 pub struct Chunk<'a> {
     pub tokens: &'a [u32],
     pub cache: &'a mut KvCache,
-    /// Return logits for every token (perplexity, prompt logprobs), not only the last.
-    pub all_logits: bool,
+    /// Which rows get logits: the last token only, or every token from an index on
+    /// (perplexity, prompt logprobs).
+    pub logits: Logits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    Last,
+    From(usize),
 }
 
 /// A loaded model: its spec and weights on one device.
@@ -43,8 +50,8 @@ impl Decoder {
         KvCache::new(self.spec.n_layer, self.spec.context_length)
     }
 
-    /// Runs one step over all chunks; returns per chunk its logits, `[rows, vocab]`, where rows is
-    /// 1 (the last token) or the chunk's length when `all_logits` is set.
+    /// Runs one step over all chunks; returns per chunk its logits, `[rows, vocab]`, for the rows
+    /// its [`Logits`] asks for.
     pub fn forward(&self, chunks: &mut [Chunk<'_>]) -> Result<Vec<Tensor>, ModelError> {
         for c in chunks.iter() {
             if c.tokens.is_empty() {
@@ -84,7 +91,11 @@ impl Decoder {
         let mut start = 0;
         for c in chunks.iter() {
             let n = c.tokens.len();
-            let rows = if c.all_logits { x.narrow(0, start, n)? } else { x.narrow(0, start + n - 1, 1)? };
+            let from = match c.logits {
+                Logits::Last => n - 1,
+                Logits::From(i) => i.min(n - 1),
+            };
+            let rows = x.narrow(0, start + from, n - from)?;
             let h = candle_nn::ops::rms_norm(&rows.contiguous()?, &self.weights.output_norm, spec.rms_eps as f32)?;
             out.push(self.weights.output.forward(&h)?);
             start += n;

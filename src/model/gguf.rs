@@ -303,14 +303,14 @@ impl GgufFile {
         &self.mmap[info.offset..info.offset + info.size]
     }
 
-    /// Tells the kernel the pages of this tensor may be dropped from our resident set once
+    /// Tells the kernel the pages of this byte range may be dropped from our resident set once
     /// copied out, so that loading does not hold the file twice.
-    pub fn release(&self, info: &TensorInfo) {
+    pub fn release(&self, offset: usize, len: usize) {
         #[cfg(unix)]
         {
             let page = 4096;
-            let start = info.offset / page * page;
-            let end = info.offset + info.size;
+            let start = offset / page * page;
+            let end = (offset + len).min(self.mmap.len());
             // SAFETY: the mapping is private and read-only; dropped pages are re-read from the file
             // if touched again, so no data is lost.
             let _ = unsafe {

@@ -15,7 +15,7 @@ use std::path::Path;
 use candle_core::Device;
 
 pub use arch::{Arch, ModelSpec};
-pub use decoder::{Chunk, Decoder};
+pub use decoder::{Chunk, Decoder, Logits};
 pub use gguf::{GgufError, GgufFile};
 pub use kv_cache::KvCache;
 pub use prompt::{ChatMessage, PromptFormat};

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{ggml_file::qtensor_from_ggml, QMatMul, QTensor};
+use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, GgmlType, QMatMul, QStorage, QTensor};
 use candle_core::{Device, Module, Tensor};
 
 use super::arch::ModelSpec;
@@ -74,10 +74,16 @@ impl Loader<'_> {
             return Err(self.file.error(format!("tensor {name} has shape {:?}, expected {dims:?}", info.dims)).into());
         }
         let dtype = info.ty.ggml_dtype().expect("types were checked at open");
-        let t = qtensor_from_ggml(dtype, self.file.tensor_bytes(info), info.dims.clone(), self.device)
-            .map_err(|e| ModelError::candle(format!("loading {name}"), e))?;
-        self.file.release(info);
-        Ok(t)
+        let t = if self.device.is_cpu() { cpu_blocks(self.file, info, dtype) } else { None };
+        let t = match t {
+            Some(t) => t,
+            None => {
+                let t = qtensor_from_ggml(dtype, self.file.tensor_bytes(info), info.dims.clone(), self.device);
+                self.file.release(info.offset, info.size);
+                t
+            }
+        };
+        t.map_err(|e| ModelError::candle(format!("loading {name}"), e))
     }
 
     fn vector(&self, name: &str, len: usize) -> Result<Tensor, ModelError> {
@@ -98,6 +104,48 @@ impl Loader<'_> {
         let b = self.opt_vector(&format!("{name}.bias"), out)?;
         Ok(Linear { w, b })
     }
+}
+
+/// Copies a quantized tensor into block storage a few MiB at a time, letting the kernel drop each
+/// copied range of the mapped file, so loading never holds a large tensor twice. `None` for
+/// types that are not block-quantized (small norm vectors take the plain path).
+fn cpu_blocks(file: &GgufFile, info: &TensorInfo, dtype: GgmlDType) -> Option<candle_core::Result<QTensor>> {
+    use candle_core::quantized::k_quants::*;
+    Some(match dtype {
+        GgmlDType::Q4_0 => chunked::<BlockQ4_0>(file, info),
+        GgmlDType::Q4_1 => chunked::<BlockQ4_1>(file, info),
+        GgmlDType::Q5_0 => chunked::<BlockQ5_0>(file, info),
+        GgmlDType::Q5_1 => chunked::<BlockQ5_1>(file, info),
+        GgmlDType::Q8_0 => chunked::<BlockQ8_0>(file, info),
+        GgmlDType::Q2K => chunked::<BlockQ2K>(file, info),
+        GgmlDType::Q3K => chunked::<BlockQ3K>(file, info),
+        GgmlDType::Q4K => chunked::<BlockQ4K>(file, info),
+        GgmlDType::Q5K => chunked::<BlockQ5K>(file, info),
+        GgmlDType::Q6K => chunked::<BlockQ6K>(file, info),
+        _ => return None,
+    })
+}
+
+fn chunked<T: GgmlType + Send + Sync + 'static>(file: &GgufFile, info: &TensorInfo) -> candle_core::Result<QTensor> {
+    let size = std::mem::size_of::<T>();
+    let n = info.size / size;
+    debug_assert_eq!(n * size, info.size, "sizes were checked at open");
+    let src = file.tensor_bytes(info);
+    let mut blocks: Vec<T> = Vec::with_capacity(n);
+    let step = ((8 << 20) / size).max(1) * size;
+    let mut off = 0;
+    while off < info.size {
+        let len = step.min(info.size - off);
+        // SAFETY: `blocks` has capacity for `info.size` bytes; block types are plain old data
+        // (integers and f16) for which every bit pattern is valid, and the copy is bytewise so
+        // the source needs no alignment.
+        unsafe { std::ptr::copy_nonoverlapping(src[off..off + len].as_ptr(), (blocks.as_mut_ptr() as *mut u8).add(off), len) };
+        file.release(info.offset + off, len);
+        off += len;
+    }
+    // SAFETY: all `n` blocks were written above.
+    unsafe { blocks.set_len(n) };
+    QTensor::new(QStorage::Cpu(Box::new(blocks)), info.dims.as_slice())
 }
 
 impl Weights {

@@ -67,14 +67,14 @@ pub fn reference_greedy(path: &std::path::Path, prompt: &[u32], n: usize) -> Vec
 
 /// Greedy continuation of `prompt` by hearth's decoder, `n` tokens, ignoring end-of-generation.
 pub fn hearth_greedy(model: &hearth::model::Model, prompt: &[u32], n: usize) -> Vec<u32> {
-    use hearth::model::Chunk;
+    use hearth::model::{Chunk, Logits};
     let mut cache = model.decoder.new_cache();
-    let mut logits = model.decoder.forward(&mut [Chunk { tokens: prompt, cache: &mut cache, all_logits: false }]).unwrap().remove(0);
+    let mut logits = model.decoder.forward(&mut [Chunk { tokens: prompt, cache: &mut cache, logits: Logits::Last }]).unwrap().remove(0);
     let mut out = Vec::new();
     for _ in 0..n {
         let t = hearth::engine::sampler::argmax(&logits.flatten_all().unwrap().to_vec1::<f32>().unwrap());
         out.push(t);
-        logits = model.decoder.forward(&mut [Chunk { tokens: &[t], cache: &mut cache, all_logits: false }]).unwrap().remove(0);
+        logits = model.decoder.forward(&mut [Chunk { tokens: &[t], cache: &mut cache, logits: Logits::Last }]).unwrap().remove(0);
     }
     out
 }
@@ -93,12 +93,12 @@ pub fn decoder_with(path: &std::path::Path, adjust: impl FnOnce(&mut hearth::mod
 
 /// Logits of every token of `tokens` fed as successive chunks of the given sizes.
 pub fn chunked_logits(dec: &hearth::model::Decoder, tokens: &[u32], sizes: &[usize]) -> Vec<Vec<f32>> {
-    use hearth::model::Chunk;
+    use hearth::model::{Chunk, Logits};
     let mut cache = dec.new_cache();
     let mut out = Vec::new();
     let mut at = 0;
     for &n in sizes {
-        let rows = dec.forward(&mut [Chunk { tokens: &tokens[at..at + n], cache: &mut cache, all_logits: true }]).unwrap().remove(0);
+        let rows = dec.forward(&mut [Chunk { tokens: &tokens[at..at + n], cache: &mut cache, logits: Logits::From(0) }]).unwrap().remove(0);
         out.extend(rows.to_vec2::<f32>().unwrap());
         at += n;
     }

@@ -1,0 +1,81 @@
+//! The `hearth` binary as a user runs it: streaming, timing, errors, listing, and the hf-hub cache.
+
+mod common;
+
+use std::process::Command;
+
+fn hearth(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth")).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn run_streams_text_and_reports_speed() {
+    common::model_path("smollm2-135m-instruct-q4_1");
+    let (ok, out, err) = hearth(&["run", "--temperature", "0", "--max-tokens", "12", "The capital of France is"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("Paris"), "{out}");
+    assert!(err.contains("tok/s") && err.contains("generation: 12 tokens"), "{err}");
+    let args = ["run", "--chat", "--seed", "11", "--temperature", "0.9", "--max-tokens", "16", "Tell me a story."];
+    assert_eq!(hearth(&args).1, hearth(&args).1, "same seed, same text");
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let (ok, _, err) = hearth(&["run", "--device", "cuda", "hi"]);
+    assert!(!ok && err.contains("CUDA was not compiled"), "{err}");
+    let (ok, _, err) = hearth(&["run", "--device", "tpu", "hi"]);
+    assert!(!ok && err.contains("unknown device"), "{err}");
+    let (ok, _, err) = hearth(&["run", "-m", "no-such-model", "hi"]);
+    assert!(!ok && err.contains("unknown model \"no-such-model\"") && err.contains("smollm2-135m-instruct-q4_1"), "{err}");
+    let (ok, _, err) = hearth(&["run", "-m", "/nonexistent/x.gguf", "hi"]);
+    assert!(!ok && err.contains("no such file"), "{err}");
+    let (ok, _, err) = hearth(&["run", "--temperature", "5", "hi"]);
+    assert!(!ok && err.contains("`temperature` must be between 0 and 2"), "{err}");
+    let (ok, _, err) = hearth(&["pull", "hf:only-owner"]);
+    assert!(!ok && err.contains("bad hf reference"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.gguf");
+    std::fs::write(&junk, b"not a model").unwrap();
+    let (ok, _, err) = hearth(&["run", "-m", junk.to_str().unwrap(), "hi"]);
+    assert!(!ok && err.contains("junk.gguf") && err.contains("not a GGUF file"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn list_shows_the_catalog_and_missing_models_name_the_pull_command() {
+    let (ok, out, _) = hearth(&["list"]);
+    assert!(ok && out.contains("smollm2-135m-instruct-q4_1") && out.contains("gemma3-270m-q4_k_m") && out.contains("(default)"), "{out}");
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["run", "hi"])
+        .env("HEARTH_HOME", empty.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("run `hearth pull smollm2-135m-instruct-q4_1`"), "{err}");
+}
+
+/// Users with network pull `hf:` models through hf-hub; here a pre-populated hf-hub cache stands
+/// in for the hub, and hearth must find and run the file from it without any network.
+#[test]
+fn hf_references_resolve_from_the_hf_hub_cache() {
+    let hf_home = tempfile::tempdir().unwrap();
+    let repo = hf_home.path().join("hub").join("models--someone--tiny-llama");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs").join("main"), commit).unwrap();
+    let snap = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snap).unwrap();
+    common::synth::write(&snap.join("tiny.gguf"), &common::synth::Synth::new("llama"));
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_hearth")).args(args).env("HF_HOME", hf_home.path()).env("HF_HUB_OFFLINE", "1").output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, out, err) = run(&["pull", "hf:someone/tiny-llama/tiny.gguf"]);
+    assert!(ok && out.contains(&snap.join("tiny.gguf").display().to_string()), "{out}{err}");
+    let (ok, _, err) = run(&["run", "-m", "hf:someone/tiny-llama/tiny.gguf", "--max-tokens", "4", "--temperature", "0", "ab"]);
+    assert!(ok && err.contains("synthetic llama"), "{err}");
+    let (ok, _, err) = run(&["run", "-m", "hf:someone/tiny-llama/other.gguf", "hi"]);
+    assert!(!ok && err.contains("hearth pull hf:someone/tiny-llama/other.gguf"), "{err}");
+}
