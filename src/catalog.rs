@@ -231,11 +231,3 @@ pub fn list() -> Result<Vec<(Entry, Option<PathBuf>)>, CatalogError> {
         })
         .collect())
 }
-
-/// sha256 of a file, hex.
-pub fn sha256_file(path: &Path) -> Result<String, CatalogError> {
-    let mut f = fs::File::open(path).map_err(io_err(path))?;
-    let mut hash = Sha256::new();
-    std::io::copy(&mut f, &mut hash).map_err(io_err(path))?;
-    Ok(format!("{:x}", hash.finalize()))
-}

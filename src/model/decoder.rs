@@ -3,7 +3,7 @@
 //! All tokens of all sequences in a step are stacked into one `[N, d_model]` matrix so each weight
 //! is multiplied once per step; only attention is done per sequence, against that sequence's cache.
 
-use candle_core::{Device, Module, Tensor, D};
+use candle_core::{Device, Module, Tensor};
 
 use super::arch::{Activation, ModelSpec, RopeStyle};
 use super::kv_cache::KvCache;
@@ -247,10 +247,4 @@ impl Decoder {
         let local = if s.sliding_window.is_some() { table(s.rope_base_local, 1.0)? } else { global.clone() };
         Ok(RopeTables { global, local })
     }
-}
-
-/// Index of the largest logit.
-pub fn argmax(logits: &Tensor) -> Result<u32, ModelError> {
-    let v = logits.flatten_all().and_then(|l| l.argmax(D::Minus1)).and_then(|t| t.to_scalar::<u32>());
-    v.map_err(|e| ModelError::candle("argmax", e))
 }

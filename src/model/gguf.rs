@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
+pub use super::tensor_type::TensorType;
+
 const MAGIC: &[u8; 4] = b"GGUF";
 const MAX_DIMS: usize = 4;
 const MAX_ARRAY_DEPTH: usize = 4;
@@ -82,81 +84,6 @@ impl Value {
             Value::Array(a) => Some(a),
             _ => None,
         }
-    }
-}
-
-/// The ggml tensor types, by their on-disk id. Only some can be loaded; see [`TensorType::is_supported`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TensorType(pub u32);
-
-impl TensorType {
-    pub fn name(self) -> &'static str {
-        match self.0 {
-            0 => "F32",
-            1 => "F16",
-            2 => "Q4_0",
-            3 => "Q4_1",
-            6 => "Q5_0",
-            7 => "Q5_1",
-            8 => "Q8_0",
-            9 => "Q8_1",
-            10 => "Q2_K",
-            11 => "Q3_K",
-            12 => "Q4_K",
-            13 => "Q5_K",
-            14 => "Q6_K",
-            15 => "Q8_K",
-            16 => "IQ2_XXS",
-            17 => "IQ2_XS",
-            18 => "IQ3_XXS",
-            19 => "IQ1_S",
-            20 => "IQ4_NL",
-            21 => "IQ3_S",
-            22 => "IQ2_S",
-            23 => "IQ4_XS",
-            24 => "I8",
-            25 => "I16",
-            26 => "I32",
-            27 => "I64",
-            28 => "F64",
-            29 => "IQ1_M",
-            30 => "BF16",
-            34 => "TQ1_0",
-            35 => "TQ2_0",
-            39 => "MXFP4",
-            _ => "unknown",
-        }
-    }
-
-    /// The candle type that holds this tensor, for the types hearth can compute with.
-    pub fn ggml_dtype(self) -> Option<candle_core::quantized::GgmlDType> {
-        use candle_core::quantized::GgmlDType as G;
-        Some(match self.0 {
-            0 => G::F32,
-            1 => G::F16,
-            2 => G::Q4_0,
-            3 => G::Q4_1,
-            6 => G::Q5_0,
-            7 => G::Q5_1,
-            8 => G::Q8_0,
-            10 => G::Q2K,
-            11 => G::Q3K,
-            12 => G::Q4K,
-            13 => G::Q5K,
-            14 => G::Q6K,
-            30 => G::BF16,
-            _ => return None,
-        })
-    }
-
-    pub fn is_supported(self) -> bool {
-        self.ggml_dtype().is_some()
-    }
-}
-
-impl std::fmt::Display for TensorType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (type id {})", self.name(), self.0)
     }
 }
 

@@ -13,14 +13,13 @@ struct LayerCache {
 pub struct KvCache {
     layers: Vec<Option<LayerCache>>,
     len: usize,
-    capacity: usize,
     max_len: usize,
 }
 
 impl KvCache {
     /// An empty cache for a model of `n_layer` layers that holds at most `max_len` positions.
     pub fn new(n_layer: usize, max_len: usize) -> Self {
-        Self { layers: (0..n_layer).map(|_| None).collect(), len: 0, capacity: 0, max_len }
+        Self { layers: (0..n_layer).map(|_| None).collect(), len: 0, max_len }
     }
 
     /// Number of positions stored.
@@ -75,7 +74,6 @@ impl KvCache {
                 v: grow(slot.as_ref().map(|c| &c.v), &dev)?,
             };
             *slot = Some(new);
-            self.capacity = self.capacity.max(new_cap);
         }
         let c = slot.as_ref().expect("allocated above");
         c.k.slice_set(&k.contiguous()?, 1, self.len)?;

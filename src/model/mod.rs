@@ -7,6 +7,7 @@ pub mod device;
 pub mod gguf;
 pub mod kv_cache;
 pub mod prompt;
+pub mod tensor_type;
 pub mod tokenizer;
 pub mod weights;
 
