@@ -4,9 +4,19 @@ mod common;
 
 use std::process::Command;
 
-fn hearth(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hearth")).args(args).output().unwrap();
+/// Runs the binary with extra environment variables: (success, stdout, stderr).
+fn hearth_env(args: &[&str], env: &[(&str, &std::path::Path)]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn hearth(args: &[&str]) -> (bool, String, String) {
+    hearth_env(args, &[])
 }
 
 #[test]
@@ -47,13 +57,8 @@ fn list_shows_the_catalog_and_missing_models_name_the_pull_command() {
     let (ok, out, _) = hearth(&["list"]);
     assert!(ok && out.contains("smollm2-135m-instruct-q4_1") && out.contains("gemma3-270m-q4_k_m") && out.contains("(default)"), "{out}");
     let empty = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args(["run", "hi"])
-        .env("HEARTH_HOME", empty.path())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("run `hearth pull smollm2-135m-instruct-q4_1`"), "{err}");
+    let (ok, _, err) = hearth_env(&["run", "hi"], &[("HEARTH_HOME", empty.path())]);
+    assert!(!ok && err.contains("run `hearth pull smollm2-135m-instruct-q4_1`"), "{err}");
 }
 
 /// Users with network pull `hf:` models through hf-hub; here a pre-populated hf-hub cache stands
@@ -68,10 +73,8 @@ fn hf_references_resolve_from_the_hf_hub_cache() {
     let snap = repo.join("snapshots").join(commit);
     std::fs::create_dir_all(&snap).unwrap();
     common::synth::write(&snap.join("tiny.gguf"), &common::synth::Synth::new("llama"));
-    let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_hearth")).args(args).env("HF_HOME", hf_home.path()).env("HF_HUB_OFFLINE", "1").output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-    };
+    let offline = std::path::Path::new("1");
+    let run = |args: &[&str]| hearth_env(args, &[("HF_HOME", hf_home.path()), ("HF_HUB_OFFLINE", offline)]);
     let (ok, out, err) = run(&["pull", "hf:someone/tiny-llama/tiny.gguf"]);
     assert!(ok && out.contains(&snap.join("tiny.gguf").display().to_string()), "{out}{err}");
     let (ok, _, err) = run(&["run", "-m", "hf:someone/tiny-llama/tiny.gguf", "--max-tokens", "4", "--temperature", "0", "ab"]);
