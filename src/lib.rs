@@ -6,6 +6,7 @@
 //! - [`catalog`]: known models, pulling and verifying them, resolving `--model`.
 //! - [`bench`]: perplexity and other measurements.
 
+pub mod api;
 pub mod bench;
 pub mod catalog;
 pub mod engine;

@@ -7,8 +7,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use hearth::api::{router, AppState, ServeConfig};
 use hearth::catalog;
-use hearth::engine::{generate, GenerateParams, Penalties, SamplerConfig};
+use hearth::engine::{generate, Engine, EngineConfig, GenerateParams, Penalties, SamplerConfig};
 use hearth::model::device::DeviceChoice;
 use hearth::model::{ChatMessage, Model};
 
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// Generate a completion for a prompt and stream it to stdout.
     Run(RunArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API (plus llama.cpp's /infill).
+    Serve(ServeArgs),
     /// Fetch models into the local cache ($HEARTH_HOME/models) and verify them.
     Pull {
         /// Catalog ids or hf:OWNER/REPO/FILE.gguf references.
@@ -91,6 +94,35 @@ struct RunArgs {
     stop: Vec<String>,
 }
 
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Address to listen on; loopback by default.
+    #[arg(long, default_value = "127.0.0.1", env = "HEARTH_HOST")]
+    host: String,
+    #[arg(long, default_value_t = 8080, env = "HEARTH_PORT")]
+    port: u16,
+    /// Require `Authorization: Bearer KEY` on every route but /health.
+    #[arg(long, env = "HEARTH_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Allow browser requests from this origin (repeatable); no CORS without it.
+    #[arg(long = "cors-origin")]
+    cors_origin: Vec<String>,
+    /// Sequences generated together in one batch.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    parallel: u16,
+    /// Requests that may wait for a batch slot; more are refused with 429.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    queue: u16,
+    /// Tokens per batched step (decode tokens plus prompt chunks).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u16).range(1..))]
+    batch_tokens: u16,
+    /// Finished sequences whose KV caches are kept for prefix reuse (0 turns reuse off).
+    #[arg(long, default_value_t = 8)]
+    prefix_cache: usize,
+}
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("HEARTH_LOG"))
@@ -99,6 +131,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Serve(args) => serve(args),
         Command::Pull { models } => pull(&models),
         Command::List => list(),
         Command::Perplexity { model, file, ctx } => perplexity(&model, &file, ctx),
@@ -109,15 +142,27 @@ fn main() {
     }
 }
 
-fn load(args: &ModelArgs) -> Result<Model> {
+/// The model's id as clients name it, and its file.
+fn locate(args: &ModelArgs) -> Result<(String, PathBuf)> {
     let id = match &args.model {
         Some(m) => m.clone(),
         None => catalog::Catalog::builtin()?.default,
     };
     let path = catalog::resolve(&id)?;
+    let known = catalog::Catalog::builtin()?.models.iter().any(|e| e.id == id);
+    let name = if known { id } else { path.file_stem().map_or(id, |s| s.to_string_lossy().into_owned()) };
+    Ok((name, path))
+}
+
+fn load(args: &ModelArgs) -> Result<Model> {
+    let (_, path) = locate(args)?;
+    load_path(args, &path)
+}
+
+fn load_path(args: &ModelArgs, path: &std::path::Path) -> Result<Model> {
     let device = args.device.open()?;
     let start = Instant::now();
-    let model = Model::load(&path, &device)?;
+    let model = Model::load(path, &device)?;
     eprintln!(
         "loaded {} ({}, {}, {:.0} MB) in {:.2}s",
         model.name,
@@ -170,6 +215,42 @@ fn run(args: RunArgs) -> Result<()> {
         g.generate_tps(),
         g.finish.as_str()
     );
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let (id, path) = locate(&args.model)?;
+    let config = ServeConfig { api_key: args.api_key.clone(), cors_origins: args.cors_origin.clone() };
+    let state = AppState::new(config);
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let addr = format!("{}:{}", args.host, args.port);
+    let listener = runtime.block_on(tokio::net::TcpListener::bind(&addr)).with_context(|| format!("listening on {addr}"))?;
+    eprintln!("listening on http://{addr} (model {id} loading; /health answers 503 until it is ready)");
+    // Load on another thread so /health can answer while the weights are read.
+    let loading = state.clone();
+    std::thread::spawn(move || match load_path(&args.model, &path) {
+        Ok(model) => {
+            let cfg = EngineConfig {
+                max_running: args.parallel as usize,
+                queue: args.queue as usize,
+                step_tokens: args.batch_tokens as usize,
+                prefix_cache: args.prefix_cache,
+            };
+            loading.set_engine(Engine::start(model, id, cfg));
+            eprintln!("ready");
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    });
+    runtime.block_on(async move {
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+    })?;
     Ok(())
 }
 

@@ -33,7 +33,7 @@ pub fn perplexity(model: &Model, text: &str, ctx: usize, mut on_window: impl FnM
         }
         let mut cache = model.decoder.new_cache();
         let mut chunk = [Chunk { tokens: &window, cache: &mut cache, logits: Logits::From(first) }];
-        let logits = model.decoder.forward(&mut chunk)?.remove(0);
+        let logits = model.decoder.forward(&mut chunk)?.remove(0).expect("logits were asked for");
         let rows = logits
             .narrow(0, 0, ctx - 1 - first)
             .and_then(|t| t.to_vec2::<f32>())

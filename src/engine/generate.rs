@@ -78,7 +78,7 @@ pub fn generate(
     let mut logits = None;
     for piece in prompt.chunks(PREFILL_CHUNK) {
         let mut chunk = [Chunk { tokens: piece, cache: &mut cache, logits: Logits::Last }];
-        logits = dec.forward(&mut chunk)?.pop();
+        logits = dec.forward(&mut chunk)?.pop().flatten();
     }
     let prompt_time = start.elapsed();
     let mut sampler = Sampler::new(params.sampler.clone());
@@ -128,7 +128,7 @@ pub fn generate(
         }
         let one = [next];
         let mut chunk = [Chunk { tokens: &one, cache: &mut cache, logits: Logits::Last }];
-        logits = dec.forward(&mut chunk)?.pop();
+        logits = dec.forward(&mut chunk)?.pop().flatten();
     }
     if !stopped_by_string {
         // Release what the detokenizer and the stop check still hold.

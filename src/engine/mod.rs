@@ -1,10 +1,210 @@
-//! The engine: sampling, stopping and generation over a loaded model. (The request queue and
-//! batch scheduler of the server build on these.)
+//! The engine: a thread that owns the model and runs every request through one batched forward
+//! pass per step, and the cloneable handle that request handlers use to reach it.
+//!
+//! Handlers submit a [`GenRequest`] through a bounded queue and get back a channel of [`Event`]s
+//! for that request alone. A full queue is refused at once ([`EngineError::QueueFull`]); a dropped
+//! receiver cancels the request within one step.
 
 pub mod generate;
 pub mod sampler;
+mod scheduler;
+mod sequence;
 pub mod stop;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use crate::model::{Fim, Model, PromptFormat, Vocab};
 
 pub use generate::{generate, FinishReason, GenerateParams, Generation};
 pub use sampler::{Penalties, Sampler, SamplerConfig, Sampling};
 pub use stop::StopStrings;
+
+/// One generation request, already validated: `n` independent continuations of `prompt`.
+#[derive(Debug, Clone)]
+pub struct GenRequest {
+    pub prompt: Vec<u32>,
+    pub n: usize,
+    pub max_tokens: usize,
+    /// Choice `i` is sampled with seed `seed + i`, so a seeded request is reproducible.
+    pub sampler: SamplerConfig,
+    pub stop: Vec<String>,
+    /// Report each generated token's log-probability and this many alternatives.
+    pub logprobs: Option<usize>,
+    /// Report the prompt tokens' log-probabilities too (the whole prompt is computed afresh).
+    pub prompt_logprobs: bool,
+}
+
+/// A token's log-probability and the most likely alternatives at its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub token: u32,
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
+/// What the engine reports about one choice of a request, in order.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The prompt is processed; `cached_tokens` of it were reused from an earlier request.
+    Started { index: usize, queue: Duration, prompt_tokens: usize, cached_tokens: usize },
+    /// Log-probabilities of the prompt tokens (the first has none).
+    PromptLogprobs { index: usize, logprobs: Vec<Option<TokenLogprob>> },
+    /// One generated token: the text now safe to show (maybe empty) and, when asked, its logprob.
+    Token { index: usize, text: String, logprob: Option<TokenLogprob> },
+    /// Text released at the end (held back by the detokenizer or stop-string check).
+    Tail { index: usize, text: String },
+    Done { index: usize, finish: FinishReason, stats: SeqStats },
+    Error { index: usize, message: String },
+}
+
+/// Timings and counts of one finished choice.
+#[derive(Debug, Clone, Default)]
+pub struct SeqStats {
+    pub prompt_tokens: usize,
+    pub cached_tokens: usize,
+    pub generated_tokens: usize,
+    pub queue: Duration,
+    /// From arrival to the first generated token.
+    pub time_to_first_token: Duration,
+    /// Gaps between consecutive generated tokens.
+    pub inter_token: Vec<Duration>,
+    pub total: Duration,
+}
+
+impl SeqStats {
+    pub fn time_per_token(&self) -> Duration {
+        if self.inter_token.is_empty() {
+            return Duration::ZERO;
+        }
+        self.inter_token.iter().sum::<Duration>() / self.inter_token.len() as u32
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("the server is busy: {0} requests are already waiting; retry later")]
+    QueueFull(usize),
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Sequences decoded together in one step.
+    pub max_running: usize,
+    /// Requests that may wait for a slot before new ones are refused.
+    pub queue: usize,
+    /// Tokens per step (decode tokens plus prompt chunks).
+    pub step_tokens: usize,
+    /// Finished sequences whose KV caches are kept for prefix reuse.
+    pub prefix_cache: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { max_running: 8, queue: 64, step_tokens: 512, prefix_cache: 8 }
+    }
+}
+
+/// Counters the engine keeps up to date for metrics.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub queued: AtomicUsize,
+    pub running: AtomicUsize,
+    pub kv_bytes: AtomicUsize,
+    pub kv_tokens: AtomicUsize,
+    pub steps: AtomicU64,
+    pub step_sequences: AtomicU64,
+    pub step_tokens: AtomicU64,
+}
+
+/// What handlers may know about the model without touching the engine thread.
+pub struct ModelInfo {
+    /// The id clients use in `model`.
+    pub id: String,
+    /// The name in the GGUF file.
+    pub name: String,
+    pub vocab: Arc<Vocab>,
+    pub prompt: Arc<PromptFormat>,
+    pub fim: Option<Fim>,
+    pub context_length: usize,
+    pub vocab_size: usize,
+    pub quantization: String,
+    pub file_size: usize,
+    pub arch: String,
+    pub device: String,
+}
+
+struct Job {
+    req: GenRequest,
+    tx: UnboundedSender<Event>,
+    queued_at: Instant,
+}
+
+/// A cloneable handle to the engine thread. The thread ends when the last handle is dropped.
+#[derive(Clone)]
+pub struct Engine {
+    tx: SyncSender<Job>,
+    info: Arc<ModelInfo>,
+    stats: Arc<EngineStats>,
+    queue: usize,
+}
+
+impl Engine {
+    /// Starts the engine thread, which takes ownership of `model`.
+    pub fn start(model: Model, id: String, cfg: EngineConfig) -> Engine {
+        let info = Arc::new(ModelInfo {
+            id,
+            name: model.name.clone(),
+            vocab: model.vocab.clone(),
+            prompt: model.prompt.clone(),
+            fim: model.fim.clone(),
+            context_length: model.decoder.spec.context_length,
+            vocab_size: model.decoder.spec.vocab_size,
+            quantization: model.quantization.clone(),
+            file_size: model.file_size,
+            arch: model.decoder.spec.arch.gguf_name().to_owned(),
+            device: format!("{:?}", model.decoder.device.location()),
+        });
+        let stats = Arc::new(EngineStats::default());
+        let (tx, rx) = sync_channel(cfg.queue.max(1));
+        let queue = cfg.queue;
+        let thread_stats = stats.clone();
+        std::thread::Builder::new()
+            .name("hearth-engine".into())
+            .spawn(move || scheduler::run(model, cfg, rx, thread_stats))
+            .expect("spawning the engine thread");
+        Engine { tx, info, stats, queue }
+    }
+
+    /// Queues a request; its events arrive on the returned channel. Dropping the receiver
+    /// cancels it.
+    pub fn submit(&self, req: GenRequest) -> Result<UnboundedReceiver<Event>, EngineError> {
+        let (tx, rx) = unbounded_channel();
+        self.stats.queued.fetch_add(1, Ordering::SeqCst);
+        let job = Job { req, tx, queued_at: Instant::now() };
+        match self.tx.try_send(job) {
+            Ok(()) => Ok(rx),
+            Err(e) => {
+                self.stats.queued.fetch_sub(1, Ordering::SeqCst);
+                Err(match e {
+                    TrySendError::Full(_) => EngineError::QueueFull(self.queue),
+                    TrySendError::Disconnected(_) => EngineError::Stopped,
+                })
+            }
+        }
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+}

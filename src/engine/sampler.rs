@@ -41,11 +41,13 @@ pub struct SamplerConfig {
     pub sampling: Sampling,
     pub penalties: Penalties,
     pub seed: Option<u64>,
+    /// Added to the logits of these tokens before anything else (OpenAI's `logit_bias`).
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl Default for SamplerConfig {
     fn default() -> Self {
-        Self { sampling: Sampling::Greedy, penalties: Penalties::default(), seed: None }
+        Self { sampling: Sampling::Greedy, penalties: Penalties::default(), seed: None, logit_bias: Vec::new() }
     }
 }
 
@@ -85,7 +87,7 @@ impl SamplerConfig {
         } else {
             Sampling::Random { temperature, top_k, top_p, min_p }
         };
-        Ok(Self { sampling, penalties, seed })
+        Ok(Self { sampling, penalties, seed, logit_bias: Vec::new() })
     }
 }
 
@@ -105,6 +107,11 @@ impl Sampler {
 
     /// Picks a token. `history` is the sequence so far (penalties look at its tail).
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        for &(t, b) in &self.cfg.logit_bias {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l += b;
+            }
+        }
         let pen = &self.cfg.penalties;
         if !pen.is_neutral() {
             let tail = &history[history.len().saturating_sub(pen.last_n)..];
@@ -272,6 +279,12 @@ mod tests {
         let nan = Penalties { repetition: f32::NAN, ..p() };
         assert!(err(SamplerConfig::from_params(1.0, None, None, None, nan, None)).contains("`repetition_penalty`"));
         assert!(err(SamplerConfig::from_params(f32::NAN, None, None, None, p(), None)).contains("`temperature`"));
+    }
+
+    #[test]
+    fn logit_bias_moves_the_choice() {
+        let mut s = Sampler::new(SamplerConfig { logit_bias: vec![(1, -100.0), (3, 5.0)], ..SamplerConfig::default() });
+        assert_eq!(s.sample(&mut logits(), &[]), 3);
     }
 
     #[test]

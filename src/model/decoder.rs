@@ -21,6 +21,8 @@ pub struct Chunk<'a> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Logits {
+    /// None: a prompt chunk that is not the prompt's last.
+    None,
     Last,
     From(usize),
 }
@@ -51,8 +53,8 @@ impl Decoder {
     }
 
     /// Runs one step over all chunks; returns per chunk its logits, `[rows, vocab]`, for the rows
-    /// its [`Logits`] asks for.
-    pub fn forward(&self, chunks: &mut [Chunk<'_>]) -> Result<Vec<Tensor>, ModelError> {
+    /// its [`Logits`] asks for (`None` for [`Logits::None`]).
+    pub fn forward(&self, chunks: &mut [Chunk<'_>]) -> Result<Vec<Option<Tensor>>, ModelError> {
         for c in chunks.iter() {
             if c.tokens.is_empty() {
                 return Err(ModelError::Input("empty chunk".into()));
@@ -68,7 +70,7 @@ impl Decoder {
         self.forward_inner(chunks).map_err(|e| ModelError::candle("forward pass", e))
     }
 
-    fn forward_inner(&self, chunks: &mut [Chunk<'_>]) -> Res<Vec<Tensor>> {
+    fn forward_inner(&self, chunks: &mut [Chunk<'_>]) -> Res<Vec<Option<Tensor>>> {
         let spec = &self.spec;
         let ids: Vec<u32> = chunks.iter().flat_map(|c| c.tokens.iter().copied()).collect();
         let ids = Tensor::new(ids.as_slice(), &self.device)?;
@@ -92,12 +94,17 @@ impl Decoder {
         for c in chunks.iter() {
             let n = c.tokens.len();
             let from = match c.logits {
+                Logits::None => {
+                    out.push(None);
+                    start += n;
+                    continue;
+                }
                 Logits::Last => n - 1,
                 Logits::From(i) => i.min(n - 1),
             };
             let rows = x.narrow(0, start + from, n - from)?;
             let h = candle_nn::ops::rms_norm(&rows.contiguous()?, &self.weights.output_norm, spec.rms_eps as f32)?;
-            out.push(self.weights.output.forward(&h)?);
+            out.push(Some(self.weights.output.forward(&h)?));
             start += n;
         }
         Ok(out)

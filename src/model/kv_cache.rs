@@ -40,6 +40,29 @@ impl KvCache {
         self.len = self.len.min(len);
     }
 
+    /// A new cache holding a copy of the first `n` positions (the original is left untouched).
+    pub fn clone_prefix(&self, n: usize) -> candle_core::Result<KvCache> {
+        let n = n.min(self.len);
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            let copy = match l {
+                Some(c) if n > 0 => {
+                    let (n_kv, _, hd) = c.k.dims3()?;
+                    let cap = (n + 64).min(self.max_len);
+                    let fresh = |src: &Tensor| -> candle_core::Result<Tensor> {
+                        let t = Tensor::zeros((n_kv, cap, hd), src.dtype(), src.device())?;
+                        t.slice_set(&src.narrow(1, 0, n)?.contiguous()?, 1, 0)?;
+                        Ok(t)
+                    };
+                    Some(LayerCache { k: fresh(&c.k)?, v: fresh(&c.v)? })
+                }
+                _ => None,
+            };
+            layers.push(copy);
+        }
+        Ok(KvCache { layers, len: n, max_len: self.max_len })
+    }
+
     /// Bytes held by this cache's tensors.
     pub fn bytes(&self) -> usize {
         self.layers

@@ -4,6 +4,7 @@
 pub mod arch;
 pub mod decoder;
 pub mod device;
+pub mod fim;
 pub mod gguf;
 pub mod kv_cache;
 pub mod prompt;
@@ -12,11 +13,13 @@ pub mod tokenizer;
 pub mod weights;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::Device;
 
 pub use arch::{Arch, ModelSpec};
 pub use decoder::{Chunk, Decoder, Logits};
+pub use fim::{ContextFile, Fim};
 pub use gguf::{GgufError, GgufFile};
 pub use kv_cache::KvCache;
 pub use prompt::{ChatMessage, PromptFormat};
@@ -48,8 +51,11 @@ impl ModelError {
 pub struct Model {
     pub name: String,
     pub decoder: Decoder,
-    pub vocab: Vocab,
-    pub prompt: PromptFormat,
+    /// Shared read-only with request handlers, which tokenize off the engine thread.
+    pub vocab: Arc<Vocab>,
+    pub prompt: Arc<PromptFormat>,
+    /// Fill-in-the-middle tokens, when the model has them.
+    pub fim: Option<Fim>,
     pub file_size: usize,
     /// The quantization type most of the weights use, e.g. "Q4_K".
     pub quantization: String,
@@ -68,6 +74,7 @@ impl Model {
             return Err(file.error(format!("the vocabulary has {} tokens but the embedding {} rows", vocab.len(), spec.vocab_size)).into());
         }
         let prompt = PromptFormat::from_gguf(file, spec.arch, &vocab)?;
+        let fim = Fim::from_gguf(file, &vocab);
         let weights = weights::Weights::load(file, &spec, device)?;
         let name = file
             .get("general.name")
@@ -77,8 +84,9 @@ impl Model {
         Ok(Self {
             name,
             decoder: Decoder::new(spec, weights, device.clone()),
-            vocab,
-            prompt,
+            vocab: Arc::new(vocab),
+            prompt: Arc::new(prompt),
+            fim,
             file_size: file.file_size(),
             quantization: dominant_type(file),
         })

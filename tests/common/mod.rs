@@ -69,16 +69,17 @@ pub fn reference_greedy(path: &std::path::Path, prompt: &[u32], n: usize) -> Vec
 pub fn hearth_greedy(model: &hearth::model::Model, prompt: &[u32], n: usize) -> Vec<u32> {
     use hearth::model::{Chunk, Logits};
     let mut cache = model.decoder.new_cache();
-    let mut logits = model.decoder.forward(&mut [Chunk { tokens: prompt, cache: &mut cache, logits: Logits::Last }]).unwrap().remove(0);
+    let mut logits = model.decoder.forward(&mut [Chunk { tokens: prompt, cache: &mut cache, logits: Logits::Last }]).unwrap().remove(0).unwrap();
     let mut out = Vec::new();
     for _ in 0..n {
         let t = hearth::engine::sampler::argmax(&logits.flatten_all().unwrap().to_vec1::<f32>().unwrap());
         out.push(t);
-        logits = model.decoder.forward(&mut [Chunk { tokens: &[t], cache: &mut cache, logits: Logits::Last }]).unwrap().remove(0);
+        logits = model.decoder.forward(&mut [Chunk { tokens: &[t], cache: &mut cache, logits: Logits::Last }]).unwrap().remove(0).unwrap();
     }
     out
 }
 
+pub mod server;
 pub mod synth;
 
 /// Loads hearth's decoder for a GGUF file, letting the test adjust the spec first.
@@ -98,7 +99,7 @@ pub fn chunked_logits(dec: &hearth::model::Decoder, tokens: &[u32], sizes: &[usi
     let mut out = Vec::new();
     let mut at = 0;
     for &n in sizes {
-        let rows = dec.forward(&mut [Chunk { tokens: &tokens[at..at + n], cache: &mut cache, logits: Logits::From(0) }]).unwrap().remove(0);
+        let rows = dec.forward(&mut [Chunk { tokens: &tokens[at..at + n], cache: &mut cache, logits: Logits::From(0) }]).unwrap().remove(0).unwrap();
         out.extend(rows.to_vec2::<f32>().unwrap());
         at += n;
     }

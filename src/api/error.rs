@@ -1,0 +1,106 @@
+//! The one API error type and the one place errors become HTTP responses, in OpenAI's
+//! `{"error": {"message", "type", "param", "code"}}` shape. Internal details are logged, not sent.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::engine::EngineError;
+use crate::model::ModelError;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), kind, param: None, code: None }
+    }
+
+    fn with(mut self, param: Option<&str>, code: Option<&'static str>) -> Self {
+        self.param = param.map(str::to_owned);
+        self.code = code;
+        self
+    }
+
+    /// Bad input in field `param`.
+    pub fn invalid(param: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message).with(Some(param), None)
+    }
+
+    /// Bad input not tied to one field (malformed JSON, an oversized body).
+    pub fn bad_body(status: StatusCode, message: impl Into<String>) -> Self {
+        Self::new(status, "invalid_request_error", message)
+    }
+
+    /// A parameter hearth knows but does not implement.
+    pub fn unsupported(param: &str, why: &str) -> Self {
+        Self::invalid(param, format!("`{param}` is not supported: {why}")).with(Some(param), Some("unsupported_parameter"))
+    }
+
+    pub fn model_not_found(asked: &str, served: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "invalid_request_error", format!("the model `{asked}` does not exist; this server runs `{served}`"))
+            .with(Some("model"), Some("model_not_found"))
+    }
+
+    pub fn context_length(param: &str, prompt: usize, max_tokens: usize, limit: usize) -> Self {
+        let message = format!(
+            "this model's maximum context length is {limit} tokens, but {} were requested ({prompt} in the prompt, {max_tokens} for the completion); shorten the prompt or lower `max_tokens`",
+            prompt + max_tokens
+        );
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message).with(Some(param), Some("context_length_exceeded"))
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", "a valid API key is required: send `Authorization: Bearer KEY`")
+            .with(None, Some("invalid_api_key"))
+    }
+
+    pub fn loading() -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable_error", "the model is still loading").with(None, Some("model_loading"))
+    }
+
+    pub fn not_found(path: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "invalid_request_error", format!("no route for {path}")).with(None, Some("not_found"))
+    }
+
+    /// Something went wrong on our side; the details go to the log.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!("internal error: {detail}");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "the server failed to complete the request; see its log")
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::QueueFull(_) => Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", e.to_string()).with(None, Some("queue_full")),
+            EngineError::Stopped => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable_error", e.to_string()).with(None, Some("engine_stopped")),
+        }
+    }
+}
+
+impl From<ModelError> for ApiError {
+    fn from(e: ModelError) -> Self {
+        match e {
+            ModelError::Input(m) => Self::invalid("prompt", m),
+            ModelError::Template(m) => Self::invalid("messages", format!("the chat template failed: {m}")),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "error": { "message": self.message, "type": self.kind, "param": self.param, "code": self.code }
+        });
+        (self.status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,152 @@
+//! Request handlers: parse the body (errors name the field), validate off the async runtime,
+//! submit to the engine and answer, streaming or not.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::engine::{Engine, ModelInfo};
+
+use super::error::ApiError;
+use super::openai::{ChatRequest, CompletionRequest, DetokenizeRequest, InfillRequest, TokenizeRequest};
+use super::respond::{Kind, Reply};
+use super::stream::{collect, merge, stream};
+use super::validate::{self, Plan};
+use super::AppState;
+
+/// A JSON body whose errors come back in OpenAI's shape, naming the offending field.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| ApiError::bad_body(e.status(), e.body_text()))?;
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(de).map(ApiJson).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let msg = inner.to_string();
+            if inner.is_syntax() || inner.is_eof() {
+                return ApiError::bad_body(StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {msg}"));
+            }
+            let quoted = msg.split('`').nth(1).unwrap_or("").to_owned();
+            if msg.starts_with("unknown field") {
+                let mut e = ApiError::invalid(&quoted, format!("unrecognized request argument `{quoted}`"));
+                e.code = Some("unknown_parameter");
+                return e;
+            }
+            if msg.starts_with("missing field") {
+                return ApiError::invalid(&quoted, format!("`{quoted}` is required"));
+            }
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+            ApiError::invalid(&path, format!("`{path}`: {msg}"))
+        })
+    }
+}
+
+pub async fn completions(State(st): State<AppState>, ApiJson(req): ApiJson<CompletionRequest>) -> Result<Response, ApiError> {
+    let engine = st.engine()?;
+    let plan = validated(&engine, move |info| validate::completion(req, info)).await?;
+    answer(&st, &engine, Kind::Completion, plan).await
+}
+
+pub async fn chat(State(st): State<AppState>, ApiJson(req): ApiJson<ChatRequest>) -> Result<Response, ApiError> {
+    let engine = st.engine()?;
+    let plan = validated(&engine, move |info| validate::chat(req, info)).await?;
+    answer(&st, &engine, Kind::Chat, plan).await
+}
+
+pub async fn infill(State(st): State<AppState>, ApiJson(req): ApiJson<InfillRequest>) -> Result<Response, ApiError> {
+    let engine = st.engine()?;
+    let plan = validated(&engine, move |info| validate::infill(req, info)).await?;
+    answer(&st, &engine, Kind::Infill, plan).await
+}
+
+/// Runs validation (templates, tokenization: possibly slow on big prompts) on a blocking thread.
+async fn validated(engine: &Engine, f: impl FnOnce(&ModelInfo) -> Result<Plan, ApiError> + Send + 'static) -> Result<Plan, ApiError> {
+    let engine = engine.clone();
+    tokio::task::spawn_blocking(move || f(engine.info())).await.map_err(ApiError::internal)?
+}
+
+async fn answer(st: &AppState, engine: &Engine, kind: Kind, plan: Plan) -> Result<Response, ApiError> {
+    let mut rxs = Vec::with_capacity(plan.requests.len());
+    for r in &plan.requests {
+        rxs.push(engine.submit(r.clone())?);
+    }
+    let events = merge(rxs, plan.n);
+    let streaming = plan.stream;
+    let reply = Reply::new(kind, engine.info().id.clone(), plan, engine.info().vocab.clone(), st.metrics());
+    if streaming {
+        stream(reply, events).await
+    } else {
+        collect(reply, events).await
+    }
+}
+
+fn model_object(info: &ModelInfo, created: u64) -> serde_json::Value {
+    json!({
+        "id": info.id, "object": "model", "created": created, "owned_by": "hearth",
+        "meta": { "name": info.name, "arch": info.arch, "quantization": info.quantization, "context_length": info.context_length,
+                  "vocab_size": info.vocab_size, "file_size": info.file_size, "device": info.device,
+                  "fill_in_the_middle": info.fim.is_some() }
+    })
+}
+
+pub async fn models(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let engine = st.engine()?;
+    Ok(Json(json!({ "object": "list", "data": [model_object(engine.info(), st.started())] })).into_response())
+}
+
+pub async fn model(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let engine = st.engine()?;
+    validate::check_model(Some(&id), engine.info())?;
+    Ok(Json(model_object(engine.info(), st.started())).into_response())
+}
+
+pub async fn health(State(st): State<AppState>) -> Result<Response, ApiError> {
+    st.engine()?;
+    Ok(Json(json!({ "status": "ok" })).into_response())
+}
+
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    let engine = st.engine().ok();
+    let text = st.metrics().render(engine.as_ref().map(|e| e.stats()));
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+}
+
+pub async fn tokenize(State(st): State<AppState>, ApiJson(req): ApiJson<TokenizeRequest>) -> Result<Response, ApiError> {
+    let engine = st.engine()?;
+    validate::check_model(req.model.as_deref(), engine.info())?;
+    let e = engine.clone();
+    let ids = tokio::task::spawn_blocking(move || e.info().vocab.encode(&req.content, req.add_special))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|m| ApiError::invalid("content", m))?;
+    let vocab = &engine.info().vocab;
+    let tokens: serde_json::Value = if req.with_pieces {
+        ids.iter().map(|&id| json!({ "id": id, "piece": vocab.decode(&[id]) })).collect()
+    } else {
+        json!(ids)
+    };
+    Ok(Json(json!({ "tokens": tokens })).into_response())
+}
+
+pub async fn detokenize(State(st): State<AppState>, ApiJson(req): ApiJson<DetokenizeRequest>) -> Result<Response, ApiError> {
+    let engine = st.engine()?;
+    let info = engine.info();
+    validate::check_model(req.model.as_deref(), info)?;
+    let ids = req
+        .tokens
+        .iter()
+        .map(|&t| match u32::try_from(t) {
+            Ok(id) if (id as usize) < info.vocab_size => Ok(id),
+            _ => Err(ApiError::invalid("tokens", format!("token id {t} is outside the vocabulary of {} tokens", info.vocab_size))),
+        })
+        .collect::<Result<Vec<u32>, _>>()?;
+    Ok(Json(json!({ "content": info.vocab.decode(&ids) })).into_response())
+}

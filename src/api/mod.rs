@@ -1,0 +1,135 @@
+//! The HTTP API: the route table, shared state, API-key check, CORS and request counting.
+//! OpenAI-compatible endpoints plus llama.cpp's `/infill`, `/tokenize` and `/detokenize`.
+
+mod error;
+mod handlers;
+mod metrics;
+pub mod openai;
+mod respond;
+mod stream;
+mod validate;
+
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::engine::Engine;
+
+pub use error::ApiError;
+pub use metrics::Metrics;
+
+/// Largest request body accepted (an editor may send whole files as context).
+pub const MAX_BODY: usize = 32 << 20;
+
+#[derive(Debug, Clone, Default)]
+pub struct ServeConfig {
+    /// When set, every route but `/health` needs `Authorization: Bearer KEY`.
+    pub api_key: Option<String>,
+    /// Origins allowed by CORS; none means no CORS headers at all.
+    pub cors_origins: Vec<String>,
+}
+
+/// Shared by all handlers. The engine is set once the model has loaded; until then the model
+/// routes answer 503.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: OnceLock<Engine>,
+    metrics: Arc<Metrics>,
+    config: ServeConfig,
+    started: u64,
+}
+
+impl AppState {
+    pub fn new(config: ServeConfig) -> Self {
+        let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Self { inner: Arc::new(Inner { engine: OnceLock::new(), metrics: Arc::new(Metrics::new()), config, started }) }
+    }
+
+    /// A state whose engine is already running.
+    pub fn with_engine(config: ServeConfig, engine: Engine) -> Self {
+        let s = Self::new(config);
+        s.set_engine(engine);
+        s
+    }
+
+    pub fn set_engine(&self, engine: Engine) {
+        let _ = self.inner.engine.set(engine);
+    }
+
+    fn engine(&self) -> Result<Engine, ApiError> {
+        self.inner.engine.get().cloned().ok_or_else(ApiError::loading)
+    }
+
+    fn metrics(&self) -> Arc<Metrics> {
+        self.inner.metrics.clone()
+    }
+
+    fn started(&self) -> u64 {
+        self.inner.started
+    }
+}
+
+/// The whole API, ready to serve.
+pub fn router(state: AppState) -> Router {
+    let cors = cors(&state.inner.config.cors_origins);
+    let mut app = Router::new()
+        .route("/v1/completions", post(handlers::completions))
+        .route("/v1/chat/completions", post(handlers::chat))
+        .route("/v1/models", get(handlers::models))
+        .route("/v1/models/{id}", get(handlers::model))
+        .route("/infill", post(handlers::infill))
+        .route("/tokenize", post(handlers::tokenize))
+        .route("/detokenize", post(handlers::detokenize))
+        .route("/health", get(handlers::health))
+        .route("/metrics", get(handlers::metrics))
+        .fallback(|req: Request| async move { ApiError::not_found(req.uri().path()) })
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state);
+    if let Some(c) = cors {
+        app = app.layer(c);
+    }
+    app
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let list: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(list))
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+    )
+}
+
+/// Checks the API key and counts every answer by endpoint and status.
+async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let endpoint = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let response = match &st.inner.config.api_key {
+        Some(key) if endpoint != "/health" && !authorized(&req, key) => ApiError::unauthorized().into_response(),
+        _ => next.run(req).await,
+    };
+    st.inner.metrics.request(&endpoint, response.status().as_u16());
+    response
+}
+
+fn authorized(req: &Request, key: &str) -> bool {
+    let Some(given) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
+    let given = given.strip_prefix("Bearer ").unwrap_or("").as_bytes();
+    // Compare in time independent of where the first difference is.
+    given.len() == key.len() && given.iter().zip(key.as_bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}

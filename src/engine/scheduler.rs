@@ -1,0 +1,241 @@
+//! The engine loop: admits queued requests between steps, runs one batched forward per step over
+//! every running sequence (one token for each decoding sequence, prompt chunks for new ones within
+//! a token budget), hands out the logits, retires finished sequences and keeps their KV caches for
+//! prefix reuse.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+
+use crate::model::{Chunk, KvCache, Logits, Model};
+
+use super::sequence::{Outcome, Sequence};
+use super::{EngineConfig, EngineStats, Event, Job};
+
+pub(crate) fn run(model: Model, cfg: EngineConfig, rx: Receiver<Job>, stats: Arc<EngineStats>) {
+    let mut s = Scheduler { pool: PrefixPool { entries: VecDeque::new(), cap: cfg.prefix_cache }, model, cfg, running: Vec::new(), stats };
+    loop {
+        while s.running.len() < s.cfg.max_running {
+            let job = if s.running.is_empty() {
+                match rx.recv() {
+                    Ok(j) => j,
+                    Err(_) => return,
+                }
+            } else {
+                match rx.try_recv() {
+                    Ok(j) => j,
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            };
+            s.stats.queued.fetch_sub(1, Ordering::SeqCst);
+            s.admit(job);
+        }
+        if catch_unwind(AssertUnwindSafe(|| s.step())).is_err() {
+            tracing::error!("a step panicked; failing its {} sequences", s.running.len());
+            for seq in s.running.drain(..) {
+                seq.fail("internal error in the engine");
+            }
+        }
+        s.publish();
+    }
+}
+
+struct Scheduler {
+    model: Model,
+    cfg: EngineConfig,
+    running: Vec<Sequence>,
+    pool: PrefixPool,
+    stats: Arc<EngineStats>,
+}
+
+/// What one sequence gets in a step.
+struct Slot {
+    seq: usize,
+    start: usize,
+    len: usize,
+    logits: Logits,
+}
+
+impl Scheduler {
+    fn admit(&mut self, job: Job) {
+        let Job { req, tx, queued_at } = job;
+        if tx.is_closed() {
+            return;
+        }
+        let limit = self.model.decoder.spec.context_length;
+        if req.prompt.is_empty() || req.prompt.len() + req.max_tokens > limit {
+            let message = format!("the prompt ({} tokens) plus max_tokens ({}) must fit the context of {limit} tokens", req.prompt.len(), req.max_tokens);
+            let _ = tx.send(Event::Error { index: 0, message });
+            return;
+        }
+        for index in 0..req.n.max(1) {
+            let cache = match req.prompt_logprobs {
+                true => None,
+                false => self.pool.take(&req.prompt),
+            };
+            let cache = cache.unwrap_or_else(|| self.model.decoder.new_cache());
+            self.running.push(Sequence::new(index, &req, tx.clone(), cache, queued_at));
+        }
+    }
+
+    fn step(&mut self) {
+        // Clients that left: keep what their caches computed, drop the rest.
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.running).into_iter().partition(|s| s.tx.is_closed());
+        self.running = kept;
+        for s in gone {
+            self.retire_cancelled(s);
+        }
+        let slots = self.plan();
+        if slots.is_empty() {
+            return;
+        }
+        let mut chunks = Vec::with_capacity(slots.len());
+        let mut by_seq: Vec<Option<&Slot>> = vec![None; self.running.len()];
+        for slot in &slots {
+            by_seq[slot.seq] = Some(slot);
+        }
+        for (s, slot) in self.running.iter_mut().zip(&by_seq) {
+            if let Some(slot) = slot {
+                chunks.push(Chunk { tokens: &s.tokens[slot.start..slot.start + slot.len], cache: &mut s.cache, logits: slot.logits });
+            }
+        }
+        let fed: usize = slots.iter().map(|s| s.len).sum();
+        let result = self.model.decoder.forward(&mut chunks);
+        drop(chunks);
+        self.stats.steps.fetch_add(1, Ordering::Relaxed);
+        self.stats.step_sequences.fetch_add(slots.len() as u64, Ordering::Relaxed);
+        self.stats.step_tokens.fetch_add(fed as u64, Ordering::Relaxed);
+        let outputs = match result {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!("forward pass failed: {e}");
+                let failed: Vec<usize> = slots.iter().map(|s| s.seq).collect();
+                self.remove(&failed, |seq, _| seq.fail(&format!("the forward pass failed: {e}")));
+                return;
+            }
+        };
+        // Sequences in step order; outputs come in the same order.
+        let mut finished = Vec::new();
+        let mut cancelled = Vec::new();
+        let mut failed = Vec::new();
+        let order: Vec<&Slot> = by_seq.iter().flatten().copied().collect();
+        for (slot, rows) in order.into_iter().zip(outputs) {
+            let seq = &mut self.running[slot.seq];
+            match seq.after_step(&self.model.vocab, slot.start, slot.len, rows) {
+                Ok(Outcome::Running) => {}
+                Ok(Outcome::Finished(reason)) => finished.push((slot.seq, reason)),
+                Ok(Outcome::Cancelled) => cancelled.push(slot.seq),
+                Err(e) => failed.push((slot.seq, e.to_string())),
+            }
+        }
+        let mut all: Vec<usize> = finished.iter().map(|f| f.0).chain(cancelled.iter().copied()).chain(failed.iter().map(|f| f.0)).collect();
+        all.sort_unstable();
+        let vocab = self.model.vocab.clone();
+        let mut pool = std::mem::replace(&mut self.pool, PrefixPool { entries: VecDeque::new(), cap: 0 });
+        self.remove(&all, |seq, i| {
+            if let Some(&(_, reason)) = finished.iter().find(|f| f.0 == i) {
+                let (tokens, cache) = seq.finish(&vocab, reason);
+                pool.put(tokens, cache);
+            } else if let Some((_, msg)) = failed.iter().find(|f| f.0 == i) {
+                seq.fail(msg);
+            } else {
+                let n = seq.cache.len();
+                let mut tokens = seq.tokens;
+                tokens.truncate(n);
+                pool.put(tokens, seq.cache);
+            }
+        });
+        self.pool = pool;
+    }
+
+    /// Decoding sequences first (one token each), then prompt chunks in arrival order while the
+    /// step's token budget lasts.
+    fn plan(&self) -> Vec<Slot> {
+        let mut budget = self.cfg.step_tokens.max(1);
+        let mut slots = Vec::new();
+        let decoding = self.running.iter().enumerate().filter(|(_, s)| s.is_decoding());
+        let prefilling = self.running.iter().enumerate().filter(|(_, s)| !s.is_decoding());
+        for (i, s) in decoding.chain(prefilling) {
+            let pending = s.pending();
+            let len = if s.is_decoding() { pending.min(1) } else { pending.min(budget) };
+            if len == 0 {
+                continue;
+            }
+            budget = budget.saturating_sub(len);
+            let logits = if s.prompt_logprobs && !s.is_decoding() {
+                Logits::From(0)
+            } else if len == pending {
+                Logits::Last
+            } else {
+                Logits::None
+            };
+            slots.push(Slot { seq: i, start: s.cache.len(), len, logits });
+        }
+        slots
+    }
+
+    /// Removes the sequences at `indices` (sorted), handing each to `f` with its index.
+    fn remove(&mut self, indices: &[usize], mut f: impl FnMut(Sequence, usize)) {
+        for &i in indices.iter().rev() {
+            let seq = self.running.remove(i);
+            f(seq, i);
+        }
+    }
+
+    fn retire_cancelled(&mut self, seq: Sequence) {
+        let n = seq.cache.len();
+        let mut tokens = seq.tokens;
+        tokens.truncate(n);
+        self.pool.put(tokens, seq.cache);
+    }
+
+    fn publish(&self) {
+        let caches = self.running.iter().map(|s| &s.cache).chain(self.pool.entries.iter().map(|e| &e.1));
+        let (bytes, tokens) = caches.fold((0, 0), |(b, t), c| (b + c.bytes(), t + c.len()));
+        self.stats.running.store(self.running.len(), Ordering::Relaxed);
+        self.stats.kv_bytes.store(bytes, Ordering::Relaxed);
+        self.stats.kv_tokens.store(tokens, Ordering::Relaxed);
+    }
+}
+
+/// KV caches of finished sequences, with the tokens they hold, most recent last.
+struct PrefixPool {
+    entries: VecDeque<(Vec<u32>, KvCache)>,
+    cap: usize,
+}
+
+impl PrefixPool {
+    fn put(&mut self, tokens: Vec<u32>, cache: KvCache) {
+        if self.cap == 0 || tokens.is_empty() {
+            return;
+        }
+        self.entries.push_back((tokens, cache));
+        while self.entries.len() > self.cap {
+            self.entries.pop_front();
+        }
+    }
+
+    /// A cache holding the longest prefix `prompt` shares with a kept one. At least the prompt's
+    /// last token is always left to compute, since its logits are needed. An entry the prompt
+    /// extends is handed over; one it diverges from is copied, so that it stays for others
+    /// (two chats sharing only a system prompt must not erase each other's history).
+    fn take(&mut self, prompt: &[u32]) -> Option<KvCache> {
+        let common = |t: &[u32]| t.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        let (i, n) = self.entries.iter().enumerate().map(|(i, e)| (i, common(&e.0))).max_by_key(|&(i, n)| (n, i))?;
+        let keep = n.min(prompt.len().saturating_sub(1));
+        if keep == 0 {
+            return None;
+        }
+        if n < self.entries[i].0.len() {
+            match self.entries[i].1.clone_prefix(keep) {
+                Ok(c) => return Some(c),
+                Err(e) => tracing::warn!("copying a cached prefix failed: {e}"),
+            }
+        }
+        let (_, mut cache) = self.entries.remove(i)?;
+        cache.truncate(keep);
+        Some(cache)
+    }
+}

@@ -1,0 +1,136 @@
+//! Bad input gets a clear 4xx in OpenAI's error shape naming the field, never a panic or a hang;
+//! API keys and CORS guard the server.
+
+mod common;
+
+use common::server::{error_of, Server};
+use hearth::api::ServeConfig;
+use hearth::engine::EngineConfig;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_name_the_field() {
+    let s = Server::smollm2().await;
+    let chat = |extra: serde_json::Value| {
+        let mut b = json!({ "messages": [{ "role": "user", "content": "Hi" }], "max_tokens": 4 });
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    // (path, body, status, param, code)
+    let cases = vec![
+        ("/v1/chat/completions", chat(json!({ "model": "gpt-4o" })), 404, Some("model"), Some("model_not_found")),
+        ("/v1/chat/completions", chat(json!({ "temperature": "hot" })), 400, Some("temperature"), None),
+        ("/v1/chat/completions", chat(json!({ "temperature": 3.5 })), 400, Some("temperature"), None),
+        ("/v1/chat/completions", chat(json!({ "top_p": 0 })), 400, Some("top_p"), None),
+        ("/v1/chat/completions", chat(json!({ "n": 0 })), 400, Some("n"), None),
+        ("/v1/chat/completions", chat(json!({ "n": 99 })), 400, Some("n"), None),
+        ("/v1/chat/completions", chat(json!({ "max_tokens": 0 })), 400, Some("max_tokens"), None),
+        ("/v1/chat/completions", chat(json!({ "max_tokens": 9000 })), 400, Some("max_tokens"), Some("context_length_exceeded")),
+        ("/v1/chat/completions", chat(json!({ "presence_penalty": 5 })), 400, Some("presence_penalty"), None),
+        ("/v1/chat/completions", chat(json!({ "logit_bias": { "abc": 1 } })), 400, Some("logit_bias"), None),
+        ("/v1/chat/completions", chat(json!({ "logit_bias": { "99999999": 1 } })), 400, Some("logit_bias"), None),
+        ("/v1/chat/completions", chat(json!({ "logit_bias": { "5": 500 } })), 400, Some("logit_bias"), None),
+        ("/v1/chat/completions", chat(json!({ "top_logprobs": 3 })), 400, Some("top_logprobs"), None),
+        ("/v1/chat/completions", chat(json!({ "logprobs": true, "top_logprobs": 50 })), 400, Some("top_logprobs"), None),
+        ("/v1/chat/completions", chat(json!({ "tools": [{ "type": "function", "function": { "name": "f" } }] })), 400, Some("tools"), Some("unsupported_parameter")),
+        ("/v1/chat/completions", chat(json!({ "response_format": { "type": "json_object" } })), 400, Some("response_format"), Some("unsupported_parameter")),
+        ("/v1/chat/completions", chat(json!({ "frobnicate": 1 })), 400, Some("frobnicate"), Some("unknown_parameter")),
+        ("/v1/chat/completions", chat(json!({ "stop": 5 })), 400, Some("stop"), None),
+        ("/v1/chat/completions", chat(json!({ "stop": vec!["a"; 17] })), 400, Some("stop"), None),
+        ("/v1/chat/completions", json!({ "messages": [] }), 400, Some("messages"), None),
+        ("/v1/chat/completions", json!({ "max_tokens": 3 }), 400, Some("messages"), None),
+        ("/v1/chat/completions", json!({ "messages": [{ "role": "wizard", "content": "x" }] }), 400, Some("messages[0].role"), None),
+        ("/v1/chat/completions", json!({ "messages": [{ "role": "user", "content": [{ "type": "image_url", "image_url": { "url": "x" } }] }] }), 400, Some("messages[0].content"), None),
+        ("/v1/chat/completions", json!({ "messages": [{ "role": "user", "content": 7 }] }), 400, Some("messages[0].content"), None),
+        ("/v1/chat/completions", json!({ "messages": [{ "role": "user", "content": "x" }], "max_tokens": 1.5 }), 400, Some("max_tokens"), None),
+        ("/v1/completions", json!({ "prompt": "x", "best_of": 3 }), 400, Some("best_of"), Some("unsupported_parameter")),
+        ("/v1/completions", json!({ "prompt": "x", "suffix": "y" }), 400, Some("suffix"), None),
+        ("/v1/completions", json!({ "prompt": "x", "logprobs": 6 }), 400, Some("logprobs"), None),
+        ("/v1/completions", json!({ "prompt": [1, -2] }), 400, Some("prompt"), None),
+        ("/v1/completions", json!({ "prompt": [1, 99999999] }), 400, Some("prompt"), None),
+        ("/v1/completions", json!({ "prompt": { "a": 1 } }), 400, Some("prompt"), None),
+        ("/v1/completions", json!({ "prompt": [] }), 400, Some("prompt"), None),
+        ("/v1/completions", json!({ "prompt": "x", "echo": true, "suffix": "y" }), 400, Some("echo"), None),
+        ("/v1/completions", json!({ "prompt": "word ".repeat(9000) }), 400, Some("prompt"), Some("context_length_exceeded")),
+        ("/infill", json!({ "input_prefix": "def f(", "input_suffix": ")" }), 400, Some("input_prefix"), None),
+        ("/detokenize", json!({ "tokens": [-1] }), 400, Some("tokens"), None),
+        ("/tokenize", json!({ "text": "x" }), 400, Some("text"), Some("unknown_parameter")),
+        ("/tokenize", json!({}), 400, Some("content"), None),
+    ];
+    for (path, body, status, param, code) in cases {
+        let (st, _, v) = s.post(path, &body).await;
+        let e = error_of(st, &v, status);
+        assert_eq!(e["param"].as_str(), param, "param for {body}: {v}");
+        if code.is_some() {
+            assert_eq!(e["code"].as_str(), code, "code for {body}: {v}");
+        }
+    }
+    // The context error names both numbers.
+    let (_, _, v) = s.post("/v1/chat/completions", &chat(json!({ "max_tokens": 9000 }))).await;
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("8192") && msg.contains("9000"), "{msg}");
+    // Malformed JSON, a non-JSON body, an oversized body and unknown routes.
+    for raw in ["{\"messages\": [", "not json", ""] {
+        let (st, v) = s.post_raw("/v1/chat/completions", raw).await;
+        error_of(st, &v, 400);
+    }
+    let huge = format!("{{\"prompt\": \"{}\"}}", "a".repeat(hearth::api::MAX_BODY + 10));
+    let (st, v) = s.post_raw("/v1/completions", &huge).await;
+    error_of(st, &v, 413);
+    let (st, body) = s.get("/v2/nothing").await;
+    error_of(st, &serde_json::from_str(&body).unwrap(), 404);
+    // After all that, the server still answers.
+    let (st, _, v) = s.post("/v1/chat/completions", &chat(json!({}))).await;
+    assert_eq!(st, 200, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_is_required_when_set_and_cors_allows_only_named_origins() {
+    let config = ServeConfig { api_key: Some("sekret".into()), cors_origins: vec!["http://editor.local".into()] };
+    let s = Server::smollm2_with(EngineConfig::default(), config).await;
+    let url = format!("{}/v1/models", s.url);
+    let r = s.client.get(&url).send().await.unwrap();
+    let status = r.status().as_u16();
+    let e = error_of(status, &r.json().await.unwrap(), 401).clone();
+    assert_eq!(e["code"], "invalid_api_key");
+    let r = s.client.get(&url).bearer_auth("wrong").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = s.client.get(&url).bearer_auth("sekret").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Health stays open for load balancers.
+    assert_eq!(s.get("/health").await.0, 200);
+    // CORS preflight: the named origin is allowed, another is not.
+    let preflight = |origin: &'static str| {
+        s.client
+            .request(reqwest::Method::OPTIONS, format!("{}/v1/chat/completions", s.url))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization,content-type")
+            .send()
+    };
+    let ok = preflight("http://editor.local").await.unwrap();
+    assert_eq!(ok.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap()), Some("http://editor.local"));
+    let other = preflight("http://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_503_until_the_model_is_loaded() {
+    let state = hearth::api::AppState::new(ServeConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = hearth::api::router(state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::new();
+    let r = client.get(format!("{url}/health")).send().await.unwrap();
+    let st = r.status().as_u16();
+    let v = r.json().await.unwrap();
+    assert_eq!(error_of(st, &v, 503)["code"], "model_loading");
+    let r = client.post(format!("{url}/v1/completions")).json(&json!({ "prompt": "x" })).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let model = hearth::model::Model::load(&common::model_path("smollm2-135m-instruct-q4_1"), &candle_core::Device::Cpu).unwrap();
+    state.set_engine(hearth::engine::Engine::start(model, "m".into(), EngineConfig::default()));
+    assert_eq!(client.get(format!("{url}/health")).send().await.unwrap().status(), 200);
+}
