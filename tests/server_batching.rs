@@ -1,0 +1,138 @@
+//! The engine under load, over real HTTP with the real SmolLM2 model: continuous batching (one
+//! forward per step for all requests, same greedy text as alone), cancellation, a full queue,
+//! and prefix reuse.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::server::{error_of, Server};
+use futures_util::StreamExt;
+use hearth::api::ServeConfig;
+use hearth::engine::EngineConfig;
+use serde_json::{json, Value};
+
+/// End-of-generation tokens of SmolLM2 banned, so every request runs to `max_tokens`.
+fn no_eos() -> Value {
+    json!({ "0": -100, "1": -100, "2": -100 })
+}
+
+fn long_request(max_tokens: usize, stream: bool) -> Value {
+    json!({ "prompt": "Write a very long story:", "max_tokens": max_tokens, "temperature": 0, "logit_bias": no_eos(), "stream": stream })
+}
+
+async fn wait_for(s: &Server, metric: &str, want: f64) {
+    let start = Instant::now();
+    while s.metric(metric).await != want {
+        assert!(start.elapsed() < Duration::from_secs(10), "{metric} did not reach {want}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_steps_and_keep_their_own_text() {
+    let s = Server::smollm2_with(EngineConfig { prefix_cache: 0, ..EngineConfig::default() }, ServeConfig::default()).await;
+    let prompts = ["The capital of Italy is", "def add(a, b):", "Roses are red,", "1, 2, 3, 4,"];
+    const N: usize = 24;
+    let body = |p: &str| json!({ "prompt": p, "max_tokens": N, "temperature": 0, "logit_bias": no_eos() });
+    let mut alone = Vec::new();
+    let t = Instant::now();
+    for p in prompts {
+        let (st, _, v) = s.post("/v1/completions", &body(p)).await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["usage"]["completion_tokens"], N);
+        alone.push(v["choices"][0]["text"].as_str().unwrap().to_owned());
+    }
+    let serial = t.elapsed();
+    let steps_before = s.metric("hearth_engine_steps_total").await;
+    let t = Instant::now();
+    let bodies: Vec<Value> = prompts.iter().map(|p| body(p)).collect();
+    let together = futures_util::future::join_all(bodies.iter().map(|b| s.post("/v1/completions", b))).await;
+    let concurrent = t.elapsed();
+    let steps = s.metric("hearth_engine_steps_total").await - steps_before;
+    for (i, (st, _, v)) in together.iter().enumerate() {
+        assert_eq!(*st, 200);
+        assert_eq!(v["choices"][0]["text"].as_str().unwrap(), alone[i], "request {i} changed when batched");
+    }
+    // One at a time would take 4 × 24 steps; batched, they share steps.
+    assert!(steps < (2 * N) as f64, "{steps} steps for 4 concurrent requests of {N} tokens");
+    assert!(s.metric("hearth_engine_step_sequences_total").await > s.metric("hearth_engine_steps_total").await);
+    eprintln!("4 requests one after another: {serial:?}; together: {concurrent:?} in {steps} steps");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_is_cancelled_and_frees_its_slot() {
+    let s = Server::smollm2().await;
+    // Streaming: read two events, then hang up.
+    let r = s.client.post(format!("{}/v1/completions", s.url)).json(&long_request(4000, true)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut body = r.bytes_stream();
+    let mut seen = 0;
+    while seen < 2 {
+        let chunk = body.next().await.unwrap().unwrap();
+        seen += String::from_utf8_lossy(&chunk).matches("data: ").count();
+    }
+    assert_eq!(s.metric("hearth_running_sequences").await, 1.0);
+    drop(body);
+    wait_for(&s, "hearth_running_sequences", 0.0).await;
+    // Not streaming: the client gives up after a moment.
+    let quick = reqwest::Client::builder().timeout(Duration::from_millis(700)).build().unwrap();
+    let r = quick.post(format!("{}/v1/completions", s.url)).json(&long_request(4000, false)).send().await;
+    assert!(r.is_err(), "4000 tokens cannot be generated in 0.7 s");
+    wait_for(&s, "hearth_running_sequences", 0.0).await;
+    // Far fewer than 2 × 4000 tokens were generated.
+    assert!(s.metric("hearth_generated_tokens_total").await < 1000.0);
+    let (st, _, _) = s.post("/v1/completions", &json!({ "prompt": "Hi", "max_tokens": 2 })).await;
+    assert_eq!(st, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_429_and_the_server_recovers() {
+    let cfg = EngineConfig { max_running: 1, queue: 1, ..EngineConfig::default() };
+    let s = std::sync::Arc::new(Server::smollm2_with(cfg, ServeConfig::default()).await);
+    let spawn = |s: std::sync::Arc<Server>| tokio::spawn(async move { s.post("/v1/completions", &long_request(3000, false)).await });
+    let a = spawn(s.clone());
+    wait_for(&s, "hearth_running_sequences", 1.0).await;
+    let b = spawn(s.clone());
+    wait_for(&s, "hearth_queue_depth", 1.0).await;
+    let (st, _, v) = s.post("/v1/completions", &long_request(10, false)).await;
+    assert_eq!(error_of(st, &v, 429)["code"], "queue_full");
+    assert!(v["error"]["type"] == "rate_limit_error");
+    a.abort();
+    b.abort();
+    wait_for(&s, "hearth_queue_depth", 0.0).await;
+    wait_for(&s, "hearth_running_sequences", 0.0).await;
+    let (st, _, v) = s.post("/v1/completions", &json!({ "prompt": "Hi", "max_tokens": 2 })).await;
+    assert_eq!(st, 200, "{v}");
+    assert!(s.get("/metrics").await.1.contains(r#"hearth_requests_total{endpoint="/v1/completions",status="429"} 1"#));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_editor_resending_its_file_pays_only_for_new_tokens() {
+    let s = Server::smollm2().await;
+    let file = include_str!("../src/engine/stop.rs");
+    let first: String = file.chars().take(1500).collect();
+    let body = |p: &str| json!({ "prompt": p, "max_tokens": 4, "temperature": 0, "logprobs": 1 });
+    let (_, h1, v1) = s.post("/v1/completions", &body(&first)).await;
+    let p1 = v1["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(p1 > 300, "prompt of {p1} tokens");
+    assert_eq!(v1["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    assert_eq!(h1["x-hearth-cached-tokens"], "0");
+    // A few characters typed at the end.
+    let second = format!("{first}\n    // typed");
+    let (_, h2, v2) = s.post("/v1/completions", &body(&second)).await;
+    let cached = v2["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
+    let p2 = v2["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(cached + 2 >= p1 && cached < p2, "{cached} of {p2} tokens reused after a {p1}-token request");
+    assert_eq!(h2["x-hearth-cached-tokens"], cached.to_string().as_str());
+    assert!(s.metric("hearth_cached_prompt_tokens_total").await >= cached as f64);
+    // The reused cache gives the numbers a fresh computation gives, up to rounding: the last
+    // prompt token is computed alone rather than inside a chunk, and the 8-bit quantization of
+    // activations before each matmul amplifies last-bit differences to about 1e-2 in a logprob.
+    let fresh = Server::smollm2_fresh().await;
+    let (_, _, v3) = fresh.post("/v1/completions", &body(&second)).await;
+    assert_eq!(v3["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    let lp = |v: &Value| v["choices"][0]["logprobs"]["token_logprobs"][0].as_f64().unwrap();
+    assert!((lp(&v2) - lp(&v3)).abs() < 0.05, "first-token logprob {} with reuse, {} without", lp(&v2), lp(&v3));
+    assert_eq!(v2["choices"][0]["logprobs"]["tokens"][0], v3["choices"][0]["logprobs"]["tokens"][0]);
+}
