@@ -124,6 +124,7 @@ struct ServeArgs {
 }
 
 fn main() {
+    hearth::model::device::pin_thread_count();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("HEARTH_LOG"))
         .with_writer(std::io::stderr)

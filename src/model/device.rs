@@ -73,3 +73,13 @@ pub fn device_name(d: &Device) -> String {
         Device::Metal(_) => "metal".into(),
     }
 }
+
+/// Pins candle's thread count in `RAYON_NUM_THREADS` (to the count candle would pick) unless the
+/// user set it. Without it candle works the count out again on many operations, reading
+/// `/proc/cpuinfo` each time, which costs several percent of a decode step on a small model.
+/// Call it first thing in `main`, before any thread starts.
+pub fn pin_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", candle_core::utils::get_num_threads().to_string());
+    }
+}

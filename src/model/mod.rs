@@ -8,6 +8,7 @@ pub mod fim;
 pub mod gguf;
 pub mod kv_cache;
 pub mod prompt;
+pub mod qmatmul;
 pub mod tensor_type;
 pub mod tokenizer;
 pub mod weights;

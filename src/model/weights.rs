@@ -18,7 +18,10 @@ pub struct Linear {
 
 impl Linear {
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.w.forward(x)?;
+        let y = match &self.w {
+            QMatMul::QTensor(t) if super::qmatmul::supports(t, x) => super::qmatmul::matmul(t, x)?,
+            w => w.forward(x)?,
+        };
         match &self.b {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
