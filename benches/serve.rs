@@ -91,12 +91,14 @@ async fn wait_healthy(client: &reqwest::Client, url: &str) {
 
 #[tokio::main]
 async fn main() {
+    hearth::model::device::pin_thread_count();
     let id = std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_else(|| "smollm2-135m-instruct-q4_1".into());
     let path = hearth::catalog::resolve(&id).expect("model (fetch it with `hearth pull`)");
     let llama_bin = std::env::var("LLAMA_SERVER").expect("set LLAMA_SERVER to a llama-server binary (scripts/verify-llamacpp.sh builds one)");
 
     let model = Model::load(&path, &candle_core::Device::Cpu).expect("loading the model");
-    let engine = Engine::start(model, id.clone(), EngineConfig::default());
+    // No prefix reuse, as llama-server runs with `cache_prompt: false`: both compute every prompt.
+    let engine = Engine::start(model, id.clone(), EngineConfig { prefix_cache: 0, ..EngineConfig::default() });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hearth_url = format!("http://{}", listener.local_addr().unwrap());
     let app = router(AppState::with_engine(ServeConfig::default(), engine));

@@ -3,7 +3,7 @@
 //! All tokens of all sequences in a step are stacked into one `[N, d_model]` matrix so each weight
 //! is multiplied once per step; only attention is done per sequence, against that sequence's cache.
 
-use candle_core::{Device, Module, Tensor};
+use candle_core::{Device, Tensor};
 
 use super::arch::{Activation, ModelSpec, RopeStyle};
 use super::kv_cache::KvCache;
@@ -104,7 +104,7 @@ impl Decoder {
             };
             let rows = x.narrow(0, start + from, n - from)?;
             let h = candle_nn::ops::rms_norm(&rows.contiguous()?, &self.weights.output_norm, spec.rms_eps as f32)?;
-            out.push(Some(self.weights.output.forward(&h)?));
+            out.push(Some(super::kernels::forward(&self.weights.output, &h)?));
             start += n;
         }
         Ok(out)
@@ -227,7 +227,7 @@ impl Decoder {
         } else {
             scores
         };
-        let p = candle_nn::ops::softmax_last_dim(&scores)?;
+        let p = super::kernels::softmax_last_dim(&scores)?;
         let o = p.matmul(&v)?; // [n_head, n, hd]
         o.transpose(0, 1)?.reshape((n, spec.n_head * hd))
     }

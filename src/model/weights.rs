@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, GgmlType, QMatMul, QStorage, QTensor};
-use candle_core::{Device, Module, Tensor};
+use candle_core::{Device, Tensor};
 
 use super::arch::ModelSpec;
 use super::gguf::{GgufFile, TensorInfo};
@@ -18,10 +18,7 @@ pub struct Linear {
 
 impl Linear {
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = match &self.w {
-            QMatMul::QTensor(t) if super::qmatmul::supports(t, x) => super::qmatmul::matmul(t, x)?,
-            w => w.forward(x)?,
-        };
+        let y = super::kernels::forward(&self.w, x)?;
         match &self.b {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),

@@ -19,6 +19,7 @@ pub struct Server {
 impl Server {
     /// Loads `path` and serves it on 127.0.0.1 on a free port, on the current tokio runtime.
     pub async fn start(path: &Path, id: &str, engine: EngineConfig, config: ServeConfig) -> Server {
+        hearth::model::device::pin_thread_count();
         let model = Model::load(path, &Device::Cpu).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
         let engine = Engine::start(model, id.to_owned(), engine);
         let state = AppState::with_engine(config, engine.clone());

@@ -1,0 +1,175 @@
+//! hearth's own CPU matrix multiplies for quantized weights, used where candle's are slow: Q4_1
+//! (candle has only a scalar loop) and Q8_0 (candle re-reads the whole weight for every row of
+//! a batch). Both are bit-identical to candle's `QMatMul`: activations are quantized exactly as
+//! candle and ggml do, integer dot products are exact, and the float arithmetic is candle's in
+//! candle's order. What they add is SIMD where candle has none, and each weight block read and
+//! unpacked once for up to [`TILE`] activation rows, which is what makes a batch of sequences
+//! cheaper than the same sequences one by one. Work is shared over candle's own worker pool, so
+//! our kernels and candle's never compete for the cores.
+
+pub mod q4_1;
+pub mod q8_0;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Result, Storage, Tensor};
+use half::f16;
+
+/// Activation rows that share one read of a weight block.
+pub const TILE: usize = 4;
+pub const QK: usize = 32;
+
+/// Activation rows quantized to 8 bits in blocks of 32, block `b` of row `r` at `r * blocks + b`:
+/// the values, ggml's Q8_0 scale `d` and Q8_1 sum `s` (each rounded to f16 as ggml stores them;
+/// `s` is used by Q4_1 only). Scales are kept apart from the values so that eight of them load
+/// as one vector.
+#[derive(Clone, Copy)]
+pub struct QRows<'a> {
+    pub qs: &'a [[i8; QK]],
+    pub d: &'a [f32],
+    pub s: &'a [f32],
+}
+
+impl<'a> QRows<'a> {
+    /// The rows from block index `at` on.
+    fn from(self, at: usize) -> QRows<'a> {
+        QRows { qs: &self.qs[at..], d: &self.d[at..], s: &self.s[at..] }
+    }
+}
+
+/// `x` times the transpose of `w`, by our kernels where they apply, else by candle.
+pub fn forward(w: &QMatMul, x: &Tensor) -> Result<Tensor> {
+    match w {
+        QMatMul::QTensor(t) if supports(t, x) => matmul(t, x),
+        w => w.forward(x),
+    }
+}
+
+/// True when [`matmul`] handles this weight on this input.
+pub fn supports(w: &QTensor, x: &Tensor) -> bool {
+    let shape_ok = x.rank() == 2 && w.shape().dims2().is_ok_and(|(_, k)| k % QK == 0);
+    let type_ok = match w.dtype() {
+        GgmlDType::Q4_1 => true,
+        GgmlDType::Q8_0 => q8_0::available(),
+        _ => false,
+    };
+    matches!(x.device(), Device::Cpu) && shape_ok && type_ok
+}
+
+/// `x` `[m, k]` times the transpose of `w` `[n, k]` → `[m, n]`.
+pub fn matmul(w: &QTensor, x: &Tensor) -> Result<Tensor> {
+    let (n, k) = w.shape().dims2()?;
+    let (m, xk) = x.dims2()?;
+    if xk != k {
+        candle_core::bail!("quantized matmul: input has {xk} columns, weight {k}");
+    }
+    let (bytes, dot): (usize, fn(&[u8], QRows, usize, &mut [f32])) = match w.dtype() {
+        GgmlDType::Q4_1 => (q4_1::BYTES, q4_1::dot_rows),
+        GgmlDType::Q8_0 => (q8_0::BYTES, q8_0::dot_rows),
+        t => candle_core::bail!("no hearth kernel for {t:?}"),
+    };
+    let x = x.contiguous()?;
+    let (storage, layout) = x.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else { candle_core::bail!("quantized matmul: input is not on the CPU") };
+    let xs = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + m * k];
+    let blocks = k / QK;
+    let (mut qs, mut d, mut s) = (vec![[0i8; QK]; m * blocks], vec![0f32; m * blocks], vec![0f32; m * blocks]);
+    for (i, row) in xs.chunks_exact(k).enumerate() {
+        let at = i * blocks..(i + 1) * blocks;
+        quantize(row, &mut qs[at.clone()], &mut d[at.clone()], &mut s[at]);
+    }
+    let q = QRows { qs: &qs, d: &d, s: &s };
+    let data = w.data()?;
+    let wbytes: &[u8] = &data;
+    let row_bytes = blocks * bytes;
+    if wbytes.len() < n * row_bytes {
+        candle_core::bail!("quantized matmul: weight holds {} bytes, {} needed", wbytes.len(), n * row_bytes);
+    }
+    // Results are stored column-major: each output column is one weight row.
+    let mut out_t = vec![0f32; n * m];
+    let out = OutPtr(out_t.as_mut_ptr());
+    candle_core::utils::barrier_pool().execute_chunked(n, |cols| {
+        for j in cols {
+            let wrow = &wbytes[j * row_bytes..(j + 1) * row_bytes];
+            // SAFETY: column j (m floats at j * m) is written by this call alone, and `out_t`
+            // outlives the pool call.
+            let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add(j * m), m) };
+            for (t, dst) in dst.chunks_mut(TILE).enumerate() {
+                dot(wrow, q.from(t * TILE * blocks), blocks, dst);
+            }
+        }
+    });
+    let out = if m == 1 { out_t } else { transpose(&out_t, n, m) };
+    Tensor::from_vec(out, (m, n), x.device())
+}
+
+/// The output buffer, shared with the pool's workers, each writing its own columns.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: workers write disjoint columns (see `matmul`).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut dst = vec![0f32; rows * cols];
+    for (r, row) in src.chunks_exact(cols).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            dst[c * rows + r] = v;
+        }
+    }
+    dst
+}
+
+/// ggml's `quantize_row_q8_0` and `quantize_row_q8_1` (they share the 8-bit values), bit for bit
+/// as candle implements them.
+fn quantize(xs: &[f32], qs: &mut [[i8; QK]], ds: &mut [f32], ss: &mut [f32]) {
+    for (i, x) in xs.chunks_exact(QK).enumerate() {
+        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, &v) in qs[i].iter_mut().zip(x) {
+            *q = (v * id).round() as i8;
+            sum += *q as i32;
+        }
+        let d16 = f16::from_f32(d);
+        ds[i] = d16.to_f32();
+        ss[i] = (f16::from_f32(sum as f32) * d16).to_f32();
+    }
+}
+
+/// Softmax over the last dimension. Small inputs (a decode step's attention scores) are done
+/// here on the calling thread: candle hands every softmax to its rayon pool, and for a few
+/// hundred values the hand-over costs more than the work. Same arithmetic as candle's.
+pub fn softmax_last_dim(t: &Tensor) -> Result<Tensor> {
+    const SMALL: usize = 1 << 16;
+    if !matches!(t.device(), Device::Cpu) || t.dtype() != candle_core::DType::F32 || t.elem_count() > SMALL {
+        return candle_nn::ops::softmax_last_dim(t);
+    }
+    use candle_core::cpu::kernels::VecOps;
+    let t = t.contiguous()?;
+    let dim = t.dim(candle_core::D::Minus1)?;
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else { candle_core::bail!("softmax: input is not on the CPU") };
+    let src = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + t.elem_count()];
+    let mut dst = vec![0f32; src.len()];
+    for (s, d) in src.chunks_exact(dim).zip(dst.chunks_exact_mut(dim)) {
+        let mut max = f32::NEG_INFINITY;
+        // SAFETY: both pointers cover `dim` valid floats.
+        unsafe { f32::vec_reduce_max(s.as_ptr(), &mut max, dim) };
+        for (x, y) in s.iter().zip(d.iter_mut()) {
+            *y = (*x - max).exp();
+        }
+        let mut sum = 0f32;
+        unsafe { f32::vec_reduce_sum(d.as_ptr(), &mut sum, dim) };
+        for y in d.iter_mut() {
+            *y /= sum;
+        }
+    }
+    Tensor::from_vec(dst, t.shape(), t.device())
+}

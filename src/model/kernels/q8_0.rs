@@ -1,0 +1,62 @@
+//! Q8_0 weights against Q8_0 activations, AVX2 + FMA only (elsewhere candle's kernel runs). The
+//! same instructions as candle's `vec_dot_q8_0_q8_0` in the same order, so results are identical;
+//! each weight block is loaded once for up to [`TILE`] rows instead of once per row.
+
+use half::f16;
+
+use super::{QRows, TILE};
+
+/// Bytes of one block: f16 scale, 32 signed bytes.
+pub const BYTES: usize = 34;
+
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    #[allow(unreachable_code)]
+    false
+}
+
+/// One weight row against `dst.len()` (≤ TILE) activation rows stored one after another.
+pub fn dot_rows(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: only reached when `available()` said AVX2 and FMA are present.
+    unsafe {
+        avx2::dot_rows(wrow, q, blocks, dst)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("q8_0 kernel without AVX2: {} {} {} {}", wrow.len(), q.d.len(), blocks, dst.len())
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{f16, QRows, BYTES, TILE};
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_rows(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
+        let rows = dst.len();
+        let mut acc = [_mm256_setzero_ps(); TILE];
+        let ones = _mm256_set1_epi16(1);
+        for b in 0..blocks {
+            let w = &wrow[b * BYTES..(b + 1) * BYTES];
+            let dw = f16::from_le_bytes([w[0], w[1]]).to_f32();
+            let bx = _mm256_loadu_si256(w.as_ptr().add(2) as *const __m256i);
+            let ax = _mm256_sign_epi8(bx, bx);
+            for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                let at = r * blocks + b;
+                let by = _mm256_loadu_si256(q.qs[at].as_ptr() as *const __m256i);
+                let sy = _mm256_sign_epi8(by, bx);
+                let dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(ones, _mm256_maddubs_epi16(ax, sy)));
+                *acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * q.d[at]), dot, *acc);
+            }
+        }
+        for (d, acc) in dst.iter_mut().zip(acc) {
+            let hi = _mm256_extractf128_ps::<1>(acc);
+            let s = _mm_add_ps(hi, _mm256_castps256_ps128(acc));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+            *d = _mm_cvtss_f32(s);
+        }
+    }
+}
