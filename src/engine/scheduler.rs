@@ -85,7 +85,8 @@ impl Scheduler {
         let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.running).into_iter().partition(|s| s.tx.is_closed());
         self.running = kept;
         for s in gone {
-            self.retire_cancelled(s);
+            let (tokens, cache) = s.into_prefix();
+            self.pool.put(tokens, cache);
         }
         let slots = self.plan();
         if slots.is_empty() {
@@ -111,43 +112,38 @@ impl Scheduler {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!("forward pass failed: {e}");
-                let failed: Vec<usize> = slots.iter().map(|s| s.seq).collect();
-                self.remove(&failed, |seq, _| seq.fail(&format!("the forward pass failed: {e}")));
+                let mut failed: Vec<usize> = slots.iter().map(|s| s.seq).collect();
+                failed.sort_unstable();
+                for &i in failed.iter().rev() {
+                    self.running.remove(i).fail(&format!("the forward pass failed: {e}"));
+                }
                 return;
             }
         };
         // Sequences in step order; outputs come in the same order.
-        let mut finished = Vec::new();
-        let mut cancelled = Vec::new();
-        let mut failed = Vec::new();
+        let mut ended: Vec<(usize, Result<Outcome, String>)> = Vec::new();
         let order: Vec<&Slot> = by_seq.iter().flatten().copied().collect();
         for (slot, rows) in order.into_iter().zip(outputs) {
-            let seq = &mut self.running[slot.seq];
-            match seq.after_step(&self.model.vocab, slot.start, slot.len, rows) {
+            match self.running[slot.seq].after_step(&self.model.vocab, slot.start, slot.len, rows) {
                 Ok(Outcome::Running) => {}
-                Ok(Outcome::Finished(reason)) => finished.push((slot.seq, reason)),
-                Ok(Outcome::Cancelled) => cancelled.push(slot.seq),
-                Err(e) => failed.push((slot.seq, e.to_string())),
+                outcome => ended.push((slot.seq, outcome.map_err(|e| e.to_string()))),
             }
         }
-        let mut all: Vec<usize> = finished.iter().map(|f| f.0).chain(cancelled.iter().copied()).chain(failed.iter().map(|f| f.0)).collect();
-        all.sort_unstable();
-        let vocab = self.model.vocab.clone();
-        let mut pool = std::mem::replace(&mut self.pool, PrefixPool { entries: VecDeque::new(), cap: 0 });
-        self.remove(&all, |seq, i| {
-            if let Some(&(_, reason)) = finished.iter().find(|f| f.0 == i) {
-                let (tokens, cache) = seq.finish(&vocab, reason);
-                pool.put(tokens, cache);
-            } else if let Some((_, msg)) = failed.iter().find(|f| f.0 == i) {
-                seq.fail(msg);
-            } else {
-                let n = seq.cache.len();
-                let mut tokens = seq.tokens;
-                tokens.truncate(n);
-                pool.put(tokens, seq.cache);
+        // Highest index first, so removals leave the others in place.
+        for (i, outcome) in ended.into_iter().rev() {
+            let mut seq = self.running.remove(i);
+            match outcome {
+                Err(msg) => {
+                    seq.fail(&msg);
+                    continue;
+                }
+                Ok(Outcome::Finished(reason)) => seq = seq.report_end(&self.model.vocab, reason),
+                Ok(_) => {}
             }
-        });
-        self.pool = pool;
+            // Finished or cancelled, what its cache computed may serve a later prompt.
+            let (tokens, cache) = seq.into_prefix();
+            self.pool.put(tokens, cache);
+        }
     }
 
     /// Decoding sequences first (one token each), then prompt chunks in arrival order while the
@@ -176,20 +172,6 @@ impl Scheduler {
         slots
     }
 
-    /// Removes the sequences at `indices` (sorted), handing each to `f` with its index.
-    fn remove(&mut self, indices: &[usize], mut f: impl FnMut(Sequence, usize)) {
-        for &i in indices.iter().rev() {
-            let seq = self.running.remove(i);
-            f(seq, i);
-        }
-    }
-
-    fn retire_cancelled(&mut self, seq: Sequence) {
-        let n = seq.cache.len();
-        let mut tokens = seq.tokens;
-        tokens.truncate(n);
-        self.pool.put(tokens, seq.cache);
-    }
 
     fn publish(&self) {
         let caches = self.running.iter().map(|s| &s.cache).chain(self.pool.entries.iter().map(|e| &e.1));

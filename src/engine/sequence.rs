@@ -167,7 +167,7 @@ impl Sequence {
     }
 
     /// Releases held-back text (unless a stop string ended the sequence) and reports the end.
-    pub fn finish(mut self, vocab: &Vocab, reason: FinishReason) -> (Vec<u32>, KvCache) {
+    pub fn report_end(mut self, vocab: &Vocab, reason: FinishReason) -> Self {
         if !self.stopped_by_string {
             let mut tail = String::new();
             let mut stopped = false;
@@ -187,6 +187,11 @@ impl Sequence {
         self.stats.total = self.queued_at.elapsed();
         let stats = std::mem::take(&mut self.stats);
         self.send(Event::Done { index: self.index, finish: reason, stats });
+        self
+    }
+
+    /// The tokens its cache holds, and the cache.
+    pub fn into_prefix(self) -> (Vec<u32>, KvCache) {
         let mut tokens = self.tokens;
         tokens.truncate(self.cache.len());
         (tokens, self.cache)
