@@ -1,5 +1,6 @@
 //! Server throughput against llama.cpp's `llama-server` on the same GGUF file and thread count:
-//! 1 and 4 concurrent streaming completions, alternating between the two servers, median of
+//! 1 and 4 concurrent streaming completions, with a short prompt (generation dominates) and a
+//! long one (prompt processing dominates), alternating between the two servers, median of
 //! several rounds. Prints a markdown table with hearth/llama.cpp ratios.
 //!
 //!   LLAMA_SERVER=/path/to/llama-server cargo bench --bench serve [-- MODEL_ID_OR_PATH]
@@ -15,7 +16,6 @@ use hearth::engine::{Engine, EngineConfig};
 use hearth::model::Model;
 use serde_json::json;
 
-const PROMPT_WORDS: usize = 100;
 const GENERATE: usize = 128;
 const ROUNDS: usize = 3;
 const THREADS: usize = 2;
@@ -27,8 +27,20 @@ struct Run {
 
 /// `c` concurrent streaming requests; aggregate generated tokens per second and median time to
 /// first token.
-async fn measure(client: &reqwest::Client, url: &str, c: usize, llama: bool) -> Run {
-    let prompt = format!("Continue this list of numbers: {}", (1..=PROMPT_WORDS).map(|i| i.to_string()).collect::<Vec<_>>().join(", "));
+async fn measure(
+    client: &reqwest::Client,
+    url: &str,
+    c: usize,
+    numbers: usize,
+    llama: bool,
+) -> Run {
+    let prompt = format!(
+        "Continue this list of numbers: {}",
+        (1..=numbers)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let start = Instant::now();
     let jobs = (0..c).map(|i| {
         let mut body = json!({ "prompt": format!("{i}. {prompt}"), "max_tokens": GENERATE, "temperature": 0, "stream": true,
@@ -59,7 +71,10 @@ async fn measure(client: &reqwest::Client, url: &str, c: usize, llama: bool) -> 
     let wall = start.elapsed().as_secs_f64();
     let mut ttfts: Vec<f64> = results.iter().map(|r| r.0.as_secs_f64() * 1e3).collect();
     ttfts.sort_by(f64::total_cmp);
-    Run { tokens_per_s: (c * GENERATE) as f64 / wall, ttft_ms: ttfts[ttfts.len() / 2] }
+    Run {
+        tokens_per_s: (c * GENERATE) as f64 / wall,
+        ttft_ms: ttfts[ttfts.len() / 2],
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -84,7 +99,10 @@ async fn wait_healthy(client: &reqwest::Client, url: &str) {
                 return;
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "{url} did not become healthy");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{url} did not become healthy"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -92,49 +110,86 @@ async fn wait_healthy(client: &reqwest::Client, url: &str) {
 #[tokio::main]
 async fn main() {
     hearth::model::device::pin_thread_count();
-    let id = std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_else(|| "smollm2-135m-instruct-q4_1".into());
+    let id = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_else(|| "smollm2-135m-instruct-q4_1".into());
     let path = hearth::catalog::resolve(&id).expect("model (fetch it with `hearth pull`)");
-    let llama_bin = std::env::var("LLAMA_SERVER").expect("set LLAMA_SERVER to a llama-server binary (scripts/verify-llamacpp.sh builds one)");
+    let llama_bin = std::env::var("LLAMA_SERVER").expect(
+        "set LLAMA_SERVER to a llama-server binary (scripts/verify-llamacpp.sh builds one)",
+    );
 
     let model = Model::load(&path, &candle_core::Device::Cpu).expect("loading the model");
     // No prefix reuse, as llama-server runs with `cache_prompt: false`: both compute every prompt.
-    let engine = Engine::start(model, id.clone(), EngineConfig { prefix_cache: 0, ..EngineConfig::default() });
+    let engine = Engine::start(
+        model,
+        id.clone(),
+        EngineConfig {
+            prefix_cache: 0,
+            ..EngineConfig::default()
+        },
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hearth_url = format!("http://{}", listener.local_addr().unwrap());
     let app = router(AppState::with_engine(ServeConfig::default(), engine));
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let llama_url = format!("http://127.0.0.1:{port}");
     let _llama = Llama(
         Command::new(&llama_bin)
-            .args(["-m", path.to_str().unwrap(), "-t", &THREADS.to_string(), "-np", "4", "-c", "8192", "--port", &port.to_string()])
+            .args([
+                "-m",
+                path.to_str().unwrap(),
+                "-t",
+                &THREADS.to_string(),
+                "-np",
+                "4",
+                "-c",
+                "8192",
+                "--port",
+                &port.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting llama-server"),
     );
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(600)).build().unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()
+        .unwrap();
     wait_healthy(&client, &llama_url).await;
     wait_healthy(&client, &hearth_url).await;
     // Warm both up.
-    measure(&client, &hearth_url, 1, false).await;
-    measure(&client, &llama_url, 1, true).await;
+    measure(&client, &hearth_url, 1, 3, false).await;
+    measure(&client, &llama_url, 1, 3, true).await;
 
-    println!("model {id}, {THREADS} threads, prompt ~{} tokens, {GENERATE} generated per stream, median of {ROUNDS}\n", PROMPT_WORDS * 2);
-    println!("| streams | hearth tok/s | llama.cpp tok/s | ratio | hearth TTFT ms | llama.cpp TTFT ms |");
-    println!("|---|---|---|---|---|---|");
-    for c in [1, 4] {
-        let (mut ours, mut theirs, mut ot, mut tt) = (vec![], vec![], vec![], vec![]);
-        for _ in 0..ROUNDS {
-            let a = measure(&client, &hearth_url, c, false).await;
-            let b = measure(&client, &llama_url, c, true).await;
-            ours.push(a.tokens_per_s);
-            theirs.push(b.tokens_per_s);
-            ot.push(a.ttft_ms);
-            tt.push(b.ttft_ms);
+    println!("model {id}, {THREADS} threads, {GENERATE} tokens generated per stream, median of {ROUNDS}; tok/s = all generated tokens / wall time\n");
+    println!("| prompt | streams | hearth tok/s | llama.cpp tok/s | ratio | hearth TTFT ms | llama.cpp TTFT ms |");
+    println!("|---|---|---|---|---|---|---|");
+    for (label, numbers) in [("~15 tokens", 3), ("~400 tokens", 100)] {
+        for c in [1, 4] {
+            let (mut ours, mut theirs, mut ot, mut tt) = (vec![], vec![], vec![], vec![]);
+            for _ in 0..ROUNDS {
+                let a = measure(&client, &hearth_url, c, numbers, false).await;
+                let b = measure(&client, &llama_url, c, numbers, true).await;
+                ours.push(a.tokens_per_s);
+                theirs.push(b.tokens_per_s);
+                ot.push(a.ttft_ms);
+                tt.push(b.ttft_ms);
+            }
+            let (o, t) = (median(ours), median(theirs));
+            println!(
+                "| {label} | {c} | {o:.1} | {t:.1} | {:.2} | {:.0} | {:.0} |",
+                o / t,
+                median(ot),
+                median(tt)
+            );
         }
-        let (o, t) = (median(ours), median(theirs));
-        println!("| {c} | {o:.1} | {t:.1} | {:.2} | {:.0} | {:.0} |", o / t, median(ot), median(tt));
     }
 }
