@@ -226,7 +226,8 @@ fn serve(args: ServeArgs) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let addr = format!("{}:{}", args.host, args.port);
     let listener = runtime.block_on(tokio::net::TcpListener::bind(&addr)).with_context(|| format!("listening on {addr}"))?;
-    eprintln!("listening on http://{addr} (model {id} loading; /health answers 503 until it is ready)");
+    let bound = listener.local_addr().map_or(addr, |a| a.to_string());
+    eprintln!("listening on http://{bound} (model {id} loading; /health answers 503 until it is ready)");
     // Load on another thread so /health can answer while the weights are read.
     let loading = state.clone();
     std::thread::spawn(move || match load_path(&args.model, &path) {
@@ -247,12 +248,26 @@ fn serve(args: ServeArgs) -> Result<()> {
     });
     runtime.block_on(async move {
         axum::serve(listener, router(state))
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
+            .with_graceful_shutdown(shutdown_signal())
             .await
     })?;
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM (what service managers and `docker stop` send).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn pull(models: &[String]) -> Result<()> {

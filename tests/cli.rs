@@ -82,3 +82,34 @@ fn hf_references_resolve_from_the_hf_hub_cache() {
     let (ok, _, err) = run(&["run", "-m", "hf:someone/tiny-llama/other.gguf", "hi"]);
     assert!(!ok && err.contains("hearth pull hf:someone/tiny-llama/other.gguf"), "{err}");
 }
+
+#[test]
+fn serve_answers_over_http_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    common::model_path("smollm2-135m-instruct-q4_1");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["serve", "--port", "0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("no address in {first:?}")).to_owned();
+    assert!(url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"), "binds to loopback on a real port: {url}");
+    // Wait for the model, then complete over plain HTTP/1.1.
+    assert!(lines.any(|l| l.unwrap() == "ready"), "the server never became ready");
+    let addr = url.trim_start_matches("http://").to_owned();
+    let body = r#"{"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0}"#;
+    let request = format!("POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"text_completion\""), "{answer}");
+    // SIGTERM ends it cleanly.
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}

@@ -134,3 +134,73 @@ async fn health_is_503_until_the_model_is_loaded() {
     state.set_engine(hearth::engine::Engine::start(model, "m".into(), EngineConfig::default()));
     assert_eq!(client.get(format!("{url}/health")).send().await.unwrap().status(), 200);
 }
+
+/// A random JSON value: every type, edge numbers, odd strings, nesting.
+fn random_value(rng: &mut impl rand::Rng, depth: u32) -> serde_json::Value {
+    let strings = ["", "x", "<|im_end|>", "<|endoftext|>", "Hello, world", "\u{0}", "é\u{301}🦀", "\n\n", "user", "system", "text", "-1"];
+    match rng.random_range(0..if depth > 2 { 6 } else { 9 }) {
+        0 => json!(null),
+        1 => json!(rng.random_bool(0.5)),
+        2 => json!([0i64, 1, -1, 2, 5, 17, 4096, i64::MAX, i64::MIN][rng.random_range(0..9)]),
+        3 => json!([0.0, 0.5, -0.5, 1.5, 2.0, 1e30, -1e-30][rng.random_range(0..7)]),
+        4 | 5 => json!(strings[rng.random_range(0..strings.len())]),
+        6 => (0..rng.random_range(0..4)).map(|_| random_value(rng, depth + 1)).collect(),
+        _ => {
+            let keys = ["role", "content", "type", "text", "filename", "include_usage", "0", "2", "abc"];
+            let mut m = serde_json::Map::new();
+            for _ in 0..rng.random_range(0..4) {
+                m.insert(keys[rng.random_range(0..keys.len())].into(), random_value(rng, depth + 1));
+            }
+            serde_json::Value::Object(m)
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_bodies_never_break_the_server() {
+    use rand::{Rng, SeedableRng};
+    let s = Server::smollm2().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2026);
+    let fields = [
+        "model", "prompt", "messages", "suffix", "temperature", "top_p", "top_k", "min_p", "n", "stop", "seed", "echo", "logprobs",
+        "top_logprobs", "presence_penalty", "frequency_penalty", "repeat_penalty", "logit_bias", "stream", "stream_options", "best_of",
+        "user", "tools", "response_format", "input_prefix", "input_suffix", "input_extra", "content", "tokens", "add_special", "bogus",
+    ];
+    let paths = ["/v1/completions", "/v1/chat/completions", "/infill", "/tokenize", "/detokenize"];
+    let mut answered = std::collections::BTreeMap::new();
+    for i in 0..300 {
+        let path = paths[i % paths.len()];
+        let mut body = serde_json::Map::new();
+        for _ in 0..rng.random_range(0..6) {
+            body.insert(fields[rng.random_range(0..fields.len())].into(), random_value(&mut rng, 0));
+        }
+        // Keep generations short whatever else is drawn.
+        let limit = json!([1, 2, 0, -1, 1_000_000_000][rng.random_range(0..5)]);
+        match path {
+            "/v1/completions" => {
+                body.insert("max_tokens".into(), limit);
+                body.entry("prompt").or_insert_with(|| random_value(&mut rng, 1));
+            }
+            "/v1/chat/completions" => {
+                body.insert("max_tokens".into(), limit);
+                body.entry("messages").or_insert_with(|| json!([{ "role": "user", "content": random_value(&mut rng, 1) }]));
+            }
+            "/infill" => {
+                body.insert("n_predict".into(), limit);
+            }
+            _ => {}
+        }
+        let body = serde_json::Value::Object(body);
+        let (st, _, v) = s.post(path, &body).await;
+        assert!(st < 500, "{path} answered {st} to {body}: {v}");
+        if st != 200 {
+            error_of(st, &v, st);
+        }
+        *answered.entry((path, st)).or_insert(0) += 1;
+    }
+    eprintln!("{answered:?}");
+    // Some random bodies are valid and were served; the server is still healthy.
+    assert!(answered.iter().any(|((_, st), _)| *st == 200));
+    assert_eq!(s.get("/health").await.0, 200);
+    assert_eq!(s.metric("hearth_running_sequences").await, 0.0);
+}

@@ -7,7 +7,6 @@ use axum::Json;
 use serde_json::json;
 
 use crate::engine::EngineError;
-use crate::model::ModelError;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -82,16 +81,6 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::QueueFull(_) => Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", e.to_string()).with(None, Some("queue_full")),
             EngineError::Stopped => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable_error", e.to_string()).with(None, Some("engine_stopped")),
-        }
-    }
-}
-
-impl From<ModelError> for ApiError {
-    fn from(e: ModelError) -> Self {
-        match e {
-            ModelError::Input(m) => Self::invalid("prompt", m),
-            ModelError::Template(m) => Self::invalid("messages", format!("the chat template failed: {m}")),
-            other => Self::internal(other),
         }
     }
 }
