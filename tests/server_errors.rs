@@ -45,6 +45,7 @@ async fn bad_requests_name_the_field() {
         ("/v1/chat/completions", json!({ "messages": [{ "role": "user", "content": [{ "type": "image_url", "image_url": { "url": "x" } }] }] }), 400, Some("messages[0].content"), None),
         ("/v1/chat/completions", json!({ "messages": [{ "role": "user", "content": 7 }] }), 400, Some("messages[0].content"), None),
         ("/v1/chat/completions", json!({ "messages": [{ "role": "user", "content": "x" }], "max_tokens": 1.5 }), 400, Some("max_tokens"), None),
+        ("/v1/completions", json!({ "prompt": ["a", "b", "c"], "n": 6, "max_tokens": 1 }), 400, Some("n"), None),
         ("/v1/completions", json!({ "prompt": "x", "best_of": 3 }), 400, Some("best_of"), Some("unsupported_parameter")),
         ("/v1/completions", json!({ "prompt": "x", "suffix": "y" }), 400, Some("suffix"), None),
         ("/v1/completions", json!({ "prompt": "x", "logprobs": 6 }), 400, Some("logprobs"), None),

@@ -65,6 +65,10 @@ pub fn completion(r: CompletionRequest, info: &ModelInfo) -> Result<Plan, ApiErr
     let sampler = sampler(info, r.temperature, r.top_p, r.top_k, r.min_p, r.repeat_penalty, r.presence_penalty, r.frequency_penalty, r.seed, r.logit_bias.as_ref())?;
     let stop = stops(r.stop.as_ref(), "stop")?;
     let n = choices(r.n)?;
+    if prompts.len() * n > MAX_N {
+        let msg = format!("{} prompts × `n` = {n} would generate {} sequences; at most {MAX_N} per request", prompts.len(), prompts.len() * n);
+        return Err(ApiError::invalid("n", msg));
+    }
     let mut requests = Vec::new();
     for prompt in prompts {
         let max_tokens = max_tokens(r.max_tokens, "max_tokens", Some(16), prompt.len(), info, "prompt")?;
