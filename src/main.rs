@@ -145,12 +145,10 @@ fn main() {
 
 /// The model's id as clients name it, and its file.
 fn locate(args: &ModelArgs) -> Result<(String, PathBuf)> {
-    let id = match &args.model {
-        Some(m) => m.clone(),
-        None => catalog::Catalog::builtin()?.default,
-    };
+    let builtin = catalog::Catalog::builtin()?;
+    let id = args.model.clone().unwrap_or_else(|| builtin.default.clone());
     let path = catalog::resolve(&id)?;
-    let known = catalog::Catalog::builtin()?.models.iter().any(|e| e.id == id);
+    let known = builtin.models.iter().any(|e| e.id == id);
     let name = if known { id } else { path.file_stem().map_or(id, |s| s.to_string_lossy().into_owned()) };
     Ok((name, path))
 }

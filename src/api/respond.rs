@@ -117,6 +117,19 @@ impl Reply {
         h
     }
 
+    /// The prompt text choice `i` continues (each prompt has `n` choices).
+    pub fn prompt_text(&self, i: usize) -> &str {
+        &self.plan.prompt_texts[i / self.plan.n]
+    }
+
+    /// Completions-style logprobs of the prompt of choice `i` (echo), offsets from 0.
+    pub fn prompt_logprobs(&self, i: usize) -> CompletionLogprobs {
+        let ids = &self.plan.requests[i / self.plan.n].prompt;
+        let lps = &self.choices[i].prompt_logprobs;
+        let tokens: Vec<Option<&TokenLogprob>> = (0..ids.len()).map(|k| lps.get(k).and_then(Option::as_ref)).collect();
+        self.completion_logprobs(&tokens, ids, 0)
+    }
+
     pub fn piece(&self, id: u32) -> String {
         self.vocab.decode(&[id])
     }
@@ -169,8 +182,7 @@ impl Reply {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let prompt = &self.plan.prompt_texts[i / self.plan.n];
-                let text = if self.plan.echo { format!("{prompt}{}", c.text) } else { c.text.clone() };
+                let text = if self.plan.echo { format!("{}{}", self.prompt_text(i), c.text) } else { c.text.clone() };
                 let logprobs = self.plan.logprobs.map(|_| self.choice_logprobs(i, c));
                 json!({ "index": i, "text": text, "logprobs": logprobs, "finish_reason": Self::finish_str(c.finish) })
             })
@@ -186,10 +198,8 @@ impl Reply {
         if !self.plan.echo {
             return self.completion_logprobs(&gen, &gen_ids, 0);
         }
-        let prompt_ids = &self.plan.requests[i / self.plan.n].prompt;
-        let prompt: Vec<Option<&TokenLogprob>> = (0..prompt_ids.len()).map(|k| c.prompt_logprobs.get(k).and_then(Option::as_ref)).collect();
-        let mut out = self.completion_logprobs(&prompt, prompt_ids, 0);
-        let offset = self.plan.prompt_texts[i / self.plan.n].chars().count();
+        let mut out = self.prompt_logprobs(i);
+        let offset = self.prompt_text(i).chars().count();
         let rest = self.completion_logprobs(&gen, &gen_ids, offset);
         out.tokens.extend(rest.tokens);
         out.token_logprobs.extend(rest.token_logprobs);

@@ -58,30 +58,24 @@ pub async fn stream(mut reply: Reply, mut events: Events) -> Result<Response, Ap
         let Some((i, e)) = events.next().await else {
             return Err(ApiError::internal("the engine stopped before the request started"));
         };
-        if let Event::Error { message, .. } = &e {
-            return Err(ApiError::internal(message));
-        }
-        let started = matches!(e, Event::Started { .. });
-        if let Event::Started { queue, cached_tokens, .. } = &e {
-            reply.choices[i].queue = *queue;
-            reply.choices[i].cached = *cached_tokens;
-        }
-        first.push((i, e));
-        if started {
+        reply.apply(i, &e).map_err(ApiError::internal)?;
+        first.extend(chunks(&reply, i, &e));
+        if matches!(e, Event::Started { .. }) {
             break;
         }
     }
     let headers = reply.headers(false);
     let (tx, rx) = mpsc::channel::<Sse>(64);
     tokio::spawn(async move {
-        let mut pending = first.into_iter();
+        for chunk in first {
+            if tx.send(Sse::default().data(chunk.to_string())).await.is_err() {
+                return;
+            }
+        }
         loop {
-            let next = match pending.next() {
-                Some(e) => Some(e),
-                None => tokio::select! {
-                    _ = tx.closed() => return,
-                    e = events.next() => e,
-                },
+            let next = tokio::select! {
+                _ = tx.closed() => return,
+                e = events.next() => e,
             };
             let Some((i, e)) = next else {
                 let _ = tx.send(error_event("the engine stopped before the request finished")).await;
@@ -134,18 +128,16 @@ fn chunks(reply: &Reply, i: usize, e: &Event) -> Vec<Value> {
     };
     match (reply.kind, e) {
         (Kind::Completion, Event::Started { .. }) if reply.plan.echo && reply.plan.logprobs.is_none() => {
-            vec![base(json!({ "index": i, "text": reply.plan.prompt_texts[i / reply.plan.n], "logprobs": null, "finish_reason": null }))]
+            vec![base(json!({ "index": i, "text": reply.prompt_text(i), "logprobs": null, "finish_reason": null }))]
         }
         (Kind::Completion, Event::PromptLogprobs { .. }) => {
-            let prompt = &reply.plan.requests[i / reply.plan.n].prompt;
-            let lps: Vec<_> = (0..prompt.len()).map(|k| c.prompt_logprobs.get(k).and_then(Option::as_ref)).collect();
-            let lp = reply.completion_logprobs(&lps, prompt, 0);
-            vec![base(json!({ "index": i, "text": reply.plan.prompt_texts[i / reply.plan.n], "logprobs": lp, "finish_reason": null }))]
+            let lp = reply.prompt_logprobs(i);
+            vec![base(json!({ "index": i, "text": reply.prompt_text(i), "logprobs": lp, "finish_reason": null }))]
         }
         (Kind::Completion, Event::Token { text, logprob, .. }) if !text.is_empty() || logprob.is_some() => {
             let mut offset = c.text.chars().count() - text.chars().count();
             if reply.plan.echo {
-                offset += reply.plan.prompt_texts[i / reply.plan.n].chars().count();
+                offset += reply.prompt_text(i).chars().count();
             }
             let lp = logprob.as_ref().map(|l| reply.completion_logprobs(&[Some(l)], &[l.token], offset));
             vec![base(json!({ "index": i, "text": text, "logprobs": lp, "finish_reason": null }))]
