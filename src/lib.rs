@@ -5,9 +5,11 @@
 //! - [`engine`]: sampling, stop conditions and generation.
 //! - [`catalog`]: known models, pulling and verifying them, resolving `--model`.
 //! - [`bench`]: perplexity and other measurements.
+//! - [`ledger`]: local cost against cloud-API cost per request, in SQLite.
 
 pub mod api;
 pub mod bench;
 pub mod catalog;
 pub mod engine;
+pub mod ledger;
 pub mod model;

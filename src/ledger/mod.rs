@@ -1,0 +1,284 @@
+//! The cost ledger: what each request cost to run here (energy, hardware time) against what the
+//! same tokens would have cost on paid cloud APIs, written to SQLite. Depends on nothing of ours.
+//!
+//! [`Ledger::record`] prices one finished request and stores it before returning, so a response
+//! that reports a cost is already durable. Listings and summaries read the same file.
+
+pub mod energy;
+pub mod prices;
+mod recount;
+pub mod report;
+mod store;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use energy::{EnergyMeter, EnergyMethod};
+pub use prices::{Billed, CloudPrice, PriceTable};
+pub use recount::PromptText;
+pub use store::{CloudRow, Filter, GroupBy, Row};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("price file {path}: {message}")]
+    Prices { path: PathBuf, message: String },
+    #[error("ledger {path}: {source}")]
+    Db { path: PathBuf, source: rusqlite::Error },
+    #[error("ledger directory {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("ledger {path} has schema version {found}, newer than this hearth knows ({known}); upgrade hearth")]
+    Schema { path: PathBuf, found: usize, known: usize },
+    #[error("{0}")]
+    Query(String),
+}
+
+impl LedgerError {
+    fn prices(path: &Path, message: impl Into<String>) -> Self {
+        LedgerError::Prices { path: path.to_owned(), message: message.into() }
+    }
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every choice ended by itself (end of text or a stop string).
+    Ok,
+    /// A length limit cut a choice short (max_tokens or the context).
+    Stopped,
+    /// The client left before the end.
+    Cancelled,
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Stopped => "stopped",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// A finished request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: String,
+    pub endpoint: String,
+    pub model: String,
+    pub quantization: String,
+    pub device: String,
+    pub outcome: Outcome,
+    pub finish_reason: Option<String>,
+    pub prompt_tokens: u64,
+    pub cached_tokens: u64,
+    pub generated_tokens: u64,
+    pub queue_ms: f64,
+    pub ttft_ms: Option<f64>,
+    pub total_ms: f64,
+    pub energy_j: f64,
+    pub energy_method: EnergyMethod,
+    /// This request's share of the engine's busy time.
+    pub busy_s: f64,
+    pub api_key_hash: Option<String>,
+    /// The texts, to re-count with the providers' tokenizers.
+    pub prompt_text: Option<PromptText>,
+    pub completion_text: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LocalCost {
+    pub amount: f64,
+    pub currency: String,
+    pub electricity: f64,
+    pub hardware: f64,
+    pub energy_j: f64,
+    pub energy_method: &'static str,
+    pub busy_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Converted {
+    pub amount: f64,
+    pub currency: String,
+    /// Display-currency units per unit of the comparator's currency.
+    pub rate: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CloudCost {
+    pub model: String,
+    pub amount: f64,
+    pub currency: String,
+    /// Counted with hearth's tokenizer, not the provider's.
+    pub estimate: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub converted: Option<Converted>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Saved {
+    pub vs: String,
+    pub amount: f64,
+    pub currency: String,
+}
+
+/// What one request cost, here and on the comparators shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cost {
+    pub local: LocalCost,
+    pub cloud: Vec<CloudCost>,
+    pub saved: Option<Saved>,
+    pub price_version: String,
+}
+
+pub struct Ledger {
+    store: store::Store,
+    prices: PriceTable,
+    path: PathBuf,
+}
+
+impl Ledger {
+    pub fn open(path: &Path, prices: PriceTable) -> Result<Ledger, LedgerError> {
+        Ok(Ledger { store: store::Store::open(path)?, prices, path: path.to_owned() })
+    }
+
+    /// `ledger.sqlite` under hearth's home directory.
+    pub fn default_path(home: &Path) -> PathBuf {
+        home.join("ledger.sqlite")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn prices(&self) -> &PriceTable {
+        &self.prices
+    }
+
+    /// Prices `e` and stores it; returns once the row is committed.
+    pub fn record(&self, e: Entry) -> Result<Cost, LedgerError> {
+        let (row, cost) = self.price(e);
+        self.store.insert(&row).map_err(|s| LedgerError::Db { path: self.path.clone(), source: s })?;
+        Ok(cost)
+    }
+
+    /// The row to store and the cost to show for `e`.
+    pub fn price(&self, e: Entry) -> (Row, Cost) {
+        let p = &self.prices;
+        let (electricity, hardware) = p.local.cost(e.energy_j, e.busy_s);
+        let to_display = p.to_display(&p.local.currency);
+        let local_amount = electricity + hardware;
+        let mut counts: BTreeMap<prices::CloudTokenizer, (u64, u64)> = BTreeMap::new();
+        let cloud_rows: Vec<CloudRow> = p
+            .models
+            .iter()
+            .map(|m| {
+                let recounted = m.tokenizer.zip(e.prompt_text.as_ref()).map(|(t, text)| {
+                    *counts.entry(t).or_insert_with(|| (recount::prompt_tokens(t, text), recount::count(t, &e.completion_text)))
+                });
+                let billed = match recounted {
+                    Some((prompt, completion)) => {
+                        let cached = if e.prompt_tokens == 0 { 0 } else { (e.cached_tokens as f64 * prompt as f64 / e.prompt_tokens as f64).round() as u64 };
+                        Billed { prompt, cached: cached.min(prompt), completion }
+                    }
+                    None => Billed { prompt: e.prompt_tokens, cached: e.cached_tokens, completion: e.generated_tokens },
+                };
+                CloudRow {
+                    comparator: m.id.clone(),
+                    prompt_tokens: billed.prompt,
+                    cached_tokens: billed.cached,
+                    completion_tokens: billed.completion,
+                    amount: m.cost(billed),
+                    currency: m.currency.clone(),
+                    estimate: recounted.is_none(),
+                }
+            })
+            .collect();
+        let display = p.currency.display.clone();
+        let cloud: Vec<CloudCost> = p
+            .compare
+            .iter()
+            .filter_map(|id| cloud_rows.iter().find(|c| &c.comparator == id))
+            .map(|c| CloudCost {
+                model: c.comparator.clone(),
+                amount: c.amount,
+                currency: c.currency.clone(),
+                estimate: c.estimate,
+                converted: (c.currency != display).then(|| {
+                    let rate = p.to_display(&c.currency);
+                    Converted { amount: c.amount * rate, currency: display.clone(), rate }
+                }),
+            })
+            .collect();
+        let local_display = local_amount * to_display;
+        let saved = cloud.first().map(|c| Saved {
+            vs: c.model.clone(),
+            amount: c.converted.as_ref().map_or(c.amount, |x| x.amount) - local_display,
+            currency: display.clone(),
+        });
+        let cost = Cost {
+            local: LocalCost {
+                amount: local_display,
+                currency: display.clone(),
+                electricity: electricity * to_display,
+                hardware: hardware * to_display,
+                energy_j: e.energy_j,
+                energy_method: e.energy_method.as_str(),
+                busy_s: e.busy_s,
+            },
+            cloud,
+            saved,
+            price_version: p.version.clone(),
+        };
+        let row = Row {
+            id: e.id,
+            time_ms: chrono::Utc::now().timestamp_millis(),
+            endpoint: e.endpoint,
+            model: e.model,
+            quantization: e.quantization,
+            device: e.device,
+            outcome: e.outcome.as_str().to_owned(),
+            finish_reason: e.finish_reason,
+            prompt_tokens: e.prompt_tokens,
+            cached_tokens: e.cached_tokens,
+            generated_tokens: e.generated_tokens,
+            queue_ms: e.queue_ms,
+            ttft_ms: e.ttft_ms,
+            total_ms: e.total_ms,
+            busy_s: e.busy_s,
+            energy_j: e.energy_j,
+            energy_method: e.energy_method.as_str().to_owned(),
+            local_cost: local_amount,
+            local_currency: p.local.currency.clone(),
+            price_version: p.version.clone(),
+            api_key_hash: e.api_key_hash,
+            cloud: cloud_rows,
+        };
+        (row, cost)
+    }
+
+    fn db(&self) -> impl Fn(rusqlite::Error) -> LedgerError + '_ {
+        |s| LedgerError::Db { path: self.path.clone(), source: s }
+    }
+
+    /// Rows matching `f`, newest first, and how many match in all.
+    pub fn rows(&self, f: &Filter, limit: usize, offset: usize) -> Result<(Vec<Row>, u64), LedgerError> {
+        let rows = self.store.rows(f, limit, offset).map_err(self.db())?;
+        Ok((rows, self.store.count(f).map_err(self.db())?))
+    }
+
+    pub fn row(&self, id: &str) -> Result<Option<Row>, LedgerError> {
+        self.store.get(id).map_err(self.db())
+    }
+
+    /// Totals per group and overall, in the display currency.
+    pub fn summary(&self, f: &Filter, by: GroupBy) -> Result<report::Summary, LedgerError> {
+        let groups = self.store.groups(f, by).map_err(self.db())?;
+        let total = self.store.groups(f, GroupBy::All).map_err(self.db())?;
+        Ok(report::Summary::new(&self.prices, groups, total.into_iter().next().unwrap_or_default()))
+    }
+}
