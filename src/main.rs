@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use hearth::api::{router, AppState, ServeConfig};
 use hearth::catalog;
 use hearth::engine::{generate, Engine, EngineConfig, GenerateParams, Penalties, SamplerConfig};
+use hearth::ledger::{report, Filter, GroupBy, Ledger, PriceTable};
 use hearth::model::device::DeviceChoice;
 use hearth::model::{ChatMessage, Model};
 
@@ -34,6 +35,18 @@ enum Command {
     },
     /// List catalog models and whether they are downloaded.
     List,
+    /// What requests cost here against the cloud, from the ledger.
+    Costs {
+        /// Only requests since then: a span (30m, 12h, 7d, 2w), a date (2026-11-01) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, value_enum, default_value = "day")]
+        by: By,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        #[command(flatten)]
+        ledger: LedgerArgs,
+    },
     /// Perplexity of a text file (llama.cpp's method: windows of --ctx tokens, second half scored).
     Perplexity {
         #[command(flatten)]
@@ -121,6 +134,48 @@ struct ServeArgs {
     /// Finished sequences whose KV caches are kept for prefix reuse (0 turns reuse off).
     #[arg(long, default_value_t = 8)]
     prefix_cache: usize,
+    #[command(flatten)]
+    ledger: LedgerArgs,
+}
+
+#[derive(Args)]
+struct LedgerArgs {
+    /// The SQLite cost ledger; default $HEARTH_HOME/ledger.sqlite.
+    #[arg(long, env = "HEARTH_LEDGER")]
+    ledger: Option<PathBuf>,
+    /// A TOML file that overrides or extends the built-in cloud prices and local cost settings.
+    #[arg(long, env = "HEARTH_PRICES")]
+    prices: Option<PathBuf>,
+}
+
+impl LedgerArgs {
+    fn path(&self) -> PathBuf {
+        self.ledger.clone().unwrap_or_else(|| Ledger::default_path(&catalog::home()))
+    }
+
+    fn prices(&self) -> Result<PriceTable> {
+        Ok(match &self.prices {
+            Some(f) => PriceTable::with_file(f)?,
+            None => PriceTable::built_in(),
+        })
+    }
+
+    fn open(&self) -> Result<Ledger> {
+        Ok(Ledger::open(&self.path(), self.prices()?)?)
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum By {
+    Day,
+    Model,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
 }
 
 fn main() {
@@ -136,6 +191,7 @@ fn main() {
         Command::Pull { models } => pull(&models),
         Command::List => list(),
         Command::Perplexity { model, file, ctx } => perplexity(&model, &file, ctx),
+        Command::Costs { since, by, format, ledger } => costs(since.as_deref(), by, format, &ledger),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -221,11 +277,18 @@ fn serve(args: ServeArgs) -> Result<()> {
     let (id, path) = locate(&args.model)?;
     let config = ServeConfig { api_key: args.api_key.clone(), cors_origins: args.cors_origin.clone() };
     let state = AppState::new(config);
+    let ledger = args.ledger.open()?;
+    let watts_per_core = ledger.prices().local.watts_per_core();
+    let ledger_path = ledger.path().display().to_string();
+    state.set_ledger(std::sync::Arc::new(ledger));
+    // The providers' tokenizers take a moment to build; do it before the first request needs them.
+    std::thread::spawn(hearth::ledger::warm_up);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let addr = format!("{}:{}", args.host, args.port);
     let listener = runtime.block_on(tokio::net::TcpListener::bind(&addr)).with_context(|| format!("listening on {addr}"))?;
     let bound = listener.local_addr().map_or(addr, |a| a.to_string());
     eprintln!("listening on http://{bound} (model {id} loading; /health answers 503 until it is ready)");
+    eprintln!("cost ledger: {ledger_path} (see `hearth costs`, /v1/ledger and http://{bound}/dashboard)");
     // Load on another thread so /health can answer while the weights are read.
     let loading = state.clone();
     std::thread::spawn(move || match load_path(&args.model, &path) {
@@ -235,6 +298,7 @@ fn serve(args: ServeArgs) -> Result<()> {
                 queue: args.queue as usize,
                 step_tokens: args.batch_tokens as usize,
                 prefix_cache: args.prefix_cache,
+                watts_per_core,
             };
             loading.set_engine(Engine::start(model, id, cfg));
             eprintln!("ready");
@@ -249,6 +313,28 @@ fn serve(args: ServeArgs) -> Result<()> {
             .with_graceful_shutdown(shutdown_signal())
             .await
     })?;
+    Ok(())
+}
+
+fn costs(since: Option<&str>, by: By, format: Format, args: &LedgerArgs) -> Result<()> {
+    let path = args.path();
+    if !path.exists() {
+        bail!("no ledger at {} yet: `hearth serve` writes one as it answers requests", path.display());
+    }
+    let ledger = args.open()?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let since_ms = since.map(|s| report::parse_since(s, now)).transpose()?;
+    let by = match by {
+        By::Day => GroupBy::Day,
+        By::Model => GroupBy::Model,
+    };
+    let summary = ledger.summary(&Filter { since_ms, ..Filter::default() }, by)?;
+    let out = match format {
+        Format::Table => summary.to_table(),
+        Format::Csv => summary.to_csv(),
+        Format::Json => serde_json::to_string_pretty(&summary)? + "\n",
+    };
+    print!("{out}");
     Ok(())
 }
 

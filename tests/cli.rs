@@ -87,8 +87,11 @@ fn hf_references_resolve_from_the_hf_hub_cache() {
 fn serve_answers_over_http_and_stops_on_sigterm() {
     use std::io::{BufRead, BufReader};
     common::model_path("smollm2-135m-instruct-q4_1");
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.sqlite");
     let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args(["serve", "--port", "0"])
+        .args(["serve", "--port", "0", "--ledger"])
+        .arg(&ledger)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

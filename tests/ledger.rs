@@ -203,10 +203,10 @@ fn rows_filters_and_summaries_read_back_what_was_written() {
     assert_eq!((by_model.groups[0].requests, by_model.groups[0].prompt_tokens, by_model.groups[0].generated_tokens), (2, 400, 10));
     assert_eq!((by_model.total.requests, by_model.total.cached_tokens), (3, 50));
     let vs = by_model.vs.clone().unwrap();
-    let cloud_total: f64 = by_model.groups.iter().map(|g| g.cloud[0].1).sum();
-    assert_eq!(by_model.total.cloud[0].0, vs);
-    assert!(close(by_model.total.cloud[0].1, cloud_total));
-    assert!(close(by_model.total.saved, by_model.total.cloud[0].1 - by_model.total.local));
+    let cloud_total: f64 = by_model.groups.iter().map(|g| g.cloud[0].amount).sum();
+    assert_eq!(by_model.total.cloud[0].model, vs);
+    assert!(close(by_model.total.cloud[0].amount, cloud_total));
+    assert!(close(by_model.total.saved, by_model.total.cloud[0].amount - by_model.total.local));
     let by_day = ledger.summary(&Filter::default(), GroupBy::Day).unwrap();
     assert_eq!(by_day.groups.len(), 1);
     assert_eq!(by_day.groups[0].key, chrono::Utc::now().format("%Y-%m-%d").to_string());
@@ -233,4 +233,20 @@ fn unusable_ledger_paths_fail_naming_the_path() {
     rusqlite::Connection::open(&newer).unwrap().pragma_update(None, "user_version", 99).unwrap();
     let e = Ledger::open(&newer, PriceTable::built_in()).err().unwrap().to_string();
     assert!(e.contains("newer.sqlite") && e.contains("99"), "{e}");
+}
+
+#[test]
+fn a_batched_step_is_shared_by_the_tokens_each_sequence_processed() {
+    use hearth::engine::{step_shares, Meter};
+    // A step of 0.3 s and 6 J: one 100-token prompt chunk and two decoding sequences (1 each).
+    let shares = step_shares(&[100, 1, 1], 6.0, 0.3);
+    assert!(close(shares[0].0, 6.0 * 100.0 / 102.0) && close(shares[1].0, 6.0 / 102.0));
+    assert!(close(shares[2].1, 0.3 / 102.0));
+    assert!(close(shares.iter().map(|s| s.0).sum::<f64>(), 6.0), "nothing lost or counted twice");
+    assert_eq!(step_shares(&[0, 0], 1.0, 1.0), [(0.0, 0.0), (0.0, 0.0)]);
+    // Two choices of one request charge the same meter.
+    let m = Meter::default();
+    m.add(shares[1].0, shares[1].1);
+    m.add(shares[2].0, shares[2].1);
+    assert!((m.joules() - 12.0 / 102.0).abs() < 1e-6 && (m.busy_secs() - 0.6 / 102.0).abs() < 1e-9);
 }

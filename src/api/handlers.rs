@@ -3,7 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
@@ -13,6 +13,7 @@ use crate::engine::{Engine, ModelInfo};
 
 use super::error::ApiError;
 use super::openai::{ChatRequest, CompletionRequest, DetokenizeRequest, InfillRequest, TokenizeRequest};
+use super::record::Recorder;
 use super::respond::{Kind, Reply};
 use super::stream::{collect, merge, stream};
 use super::validate::{self, Plan};
@@ -49,39 +50,64 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
-pub async fn completions(State(st): State<AppState>, ApiJson(req): ApiJson<CompletionRequest>) -> Result<Response, ApiError> {
+pub async fn completions(State(st): State<AppState>, headers: HeaderMap, ApiJson(req): ApiJson<CompletionRequest>) -> Result<Response, ApiError> {
     let engine = st.engine()?;
-    let plan = validated(&engine, move |info| validate::completion(req, info)).await?;
-    answer(&st, &engine, Kind::Completion, plan).await
+    let plan = validated(&st, &engine, "/v1/completions", &headers, move |info| validate::completion(req, info)).await?;
+    answer(&st, &engine, Kind::Completion, "/v1/completions", &headers, plan).await
 }
 
-pub async fn chat(State(st): State<AppState>, ApiJson(req): ApiJson<ChatRequest>) -> Result<Response, ApiError> {
+pub async fn chat(State(st): State<AppState>, headers: HeaderMap, ApiJson(req): ApiJson<ChatRequest>) -> Result<Response, ApiError> {
     let engine = st.engine()?;
-    let plan = validated(&engine, move |info| validate::chat(req, info)).await?;
-    answer(&st, &engine, Kind::Chat, plan).await
+    let plan = validated(&st, &engine, "/v1/chat/completions", &headers, move |info| validate::chat(req, info)).await?;
+    answer(&st, &engine, Kind::Chat, "/v1/chat/completions", &headers, plan).await
 }
 
-pub async fn infill(State(st): State<AppState>, ApiJson(req): ApiJson<InfillRequest>) -> Result<Response, ApiError> {
+pub async fn infill(State(st): State<AppState>, headers: HeaderMap, ApiJson(req): ApiJson<InfillRequest>) -> Result<Response, ApiError> {
     let engine = st.engine()?;
-    let plan = validated(&engine, move |info| validate::infill(req, info)).await?;
-    answer(&st, &engine, Kind::Infill, plan).await
+    let plan = validated(&st, &engine, "/infill", &headers, move |info| validate::infill(req, info)).await?;
+    answer(&st, &engine, Kind::Infill, "/infill", &headers, plan).await
 }
 
 /// Runs validation (templates, tokenization: possibly slow on big prompts) on a blocking thread.
-async fn validated(engine: &Engine, f: impl FnOnce(&ModelInfo) -> Result<Plan, ApiError> + Send + 'static) -> Result<Plan, ApiError> {
-    let engine = engine.clone();
-    tokio::task::spawn_blocking(move || f(engine.info())).await.map_err(ApiError::internal)?
+/// A refused request is recorded in the ledger as an error.
+async fn validated(
+    st: &AppState,
+    engine: &Engine,
+    endpoint: &'static str,
+    headers: &HeaderMap,
+    f: impl FnOnce(&ModelInfo) -> Result<Plan, ApiError> + Send + 'static,
+) -> Result<Plan, ApiError> {
+    let e = engine.clone();
+    let plan = tokio::task::spawn_blocking(move || f(e.info())).await.map_err(ApiError::internal)?;
+    if plan.is_err() {
+        if let Some(ledger) = st.ledger() {
+            Recorder::new(ledger, endpoint, headers, engine.info()).refused(&engine.info().id).await;
+        }
+    }
+    plan
 }
 
-async fn answer(st: &AppState, engine: &Engine, kind: Kind, plan: Plan) -> Result<Response, ApiError> {
-    let mut rxs = Vec::with_capacity(plan.requests.len());
-    for r in &plan.requests {
-        rxs.push(engine.submit(r.clone())?);
+async fn answer(st: &AppState, engine: &Engine, kind: Kind, endpoint: &'static str, headers: &HeaderMap, plan: Plan) -> Result<Response, ApiError> {
+    let recorder = st.ledger().map(|ledger| {
+        let mut r = Recorder::new(ledger, endpoint, headers, engine.info());
+        r.attach(plan.requests.iter().map(|q| q.meter.clone()).collect(), plan.cloud_prompt.clone());
+        r
+    });
+    let requests = plan.requests.clone();
+    let mut reply = Reply::new(kind, engine.info().id.clone(), plan, engine.info().vocab.clone(), st.metrics(), recorder);
+    let mut rxs = Vec::with_capacity(requests.len());
+    for r in requests {
+        match engine.submit(r) {
+            Ok(rx) => rxs.push(rx),
+            Err(e) => {
+                drop(rxs);
+                reply.record(crate::ledger::Outcome::Error).await;
+                return Err(e.into());
+            }
+        }
     }
-    let events = merge(rxs, plan.n);
-    let streaming = plan.stream;
-    let reply = Reply::new(kind, engine.info().id.clone(), plan, engine.info().vocab.clone(), st.metrics());
-    if streaming {
+    let events = merge(rxs, reply.plan.n);
+    if reply.plan.stream {
         stream(reply, events).await
     } else {
         collect(reply, events).await

@@ -1,10 +1,14 @@
 //! The HTTP API: the route table, shared state, API-key check, CORS and request counting.
-//! OpenAI-compatible endpoints plus llama.cpp's `/infill`, `/tokenize` and `/detokenize`.
+//! OpenAI-compatible endpoints plus llama.cpp's `/infill`, `/tokenize` and `/detokenize`, and the
+//! cost ledger's `/v1/ledger`, `/v1/ledger/summary` and `/dashboard`.
 
+mod dashboard;
 mod error;
 mod handlers;
+mod ledger;
 mod metrics;
 pub mod openai;
+mod record;
 mod respond;
 mod stream;
 mod validate;
@@ -21,6 +25,7 @@ use axum::Router;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::engine::Engine;
+use crate::ledger::Ledger;
 
 pub use error::ApiError;
 pub use metrics::Metrics;
@@ -45,6 +50,7 @@ pub struct AppState {
 
 struct Inner {
     engine: OnceLock<Engine>,
+    ledger: OnceLock<Arc<Ledger>>,
     metrics: Arc<Metrics>,
     config: ServeConfig,
     started: u64,
@@ -53,7 +59,7 @@ struct Inner {
 impl AppState {
     pub fn new(config: ServeConfig) -> Self {
         let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        Self { inner: Arc::new(Inner { engine: OnceLock::new(), metrics: Arc::new(Metrics::new()), config, started }) }
+        Self { inner: Arc::new(Inner { engine: OnceLock::new(), ledger: OnceLock::new(), metrics: Arc::new(Metrics::new()), config, started }) }
     }
 
     /// A state whose engine is already running.
@@ -65,6 +71,15 @@ impl AppState {
 
     pub fn set_engine(&self, engine: Engine) {
         let _ = self.inner.engine.set(engine);
+    }
+
+    /// Every answered request from now on is written to `ledger`.
+    pub fn set_ledger(&self, ledger: Arc<Ledger>) {
+        let _ = self.inner.ledger.set(ledger);
+    }
+
+    fn ledger(&self) -> Option<Arc<Ledger>> {
+        self.inner.ledger.get().cloned()
     }
 
     fn engine(&self) -> Result<Engine, ApiError> {
@@ -93,6 +108,9 @@ pub fn router(state: AppState) -> Router {
         .route("/detokenize", post(handlers::detokenize))
         .route("/health", get(handlers::health))
         .route("/metrics", get(handlers::metrics))
+        .route("/v1/ledger", get(ledger::rows))
+        .route("/v1/ledger/summary", get(ledger::summary))
+        .route("/dashboard", get(ledger::dashboard))
         .fallback(|req: Request| async move { ApiError::not_found(req.uri().path()) })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(DefaultBodyLimit::max(MAX_BODY))

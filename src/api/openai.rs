@@ -152,6 +152,9 @@ pub struct Usage {
     pub completion_tokens: usize,
     pub total_tokens: usize,
     pub prompt_tokens_details: PromptTokensDetails,
+    /// hearth's addition: what the request cost here and on the cloud comparators.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::ledger::Cost>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -3,7 +3,7 @@
 //! Streaming lives in `stream.rs`; both read the same events.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Value};
@@ -12,6 +12,8 @@ use crate::engine::{Event, FinishReason, SeqStats, TokenLogprob};
 use crate::model::Vocab;
 
 use super::metrics::Metrics;
+use super::record::Recorder;
+use crate::ledger::Cost;
 use super::openai::{ChatTokenLogprob, ChatTopLogprob, CompletionLogprobs, PromptTokensDetails, Usage};
 use super::validate::Plan;
 
@@ -32,6 +34,8 @@ pub struct Choice {
     pub stats: Option<SeqStats>,
     pub queue: Duration,
     pub cached: usize,
+    /// Tokens generated so far.
+    pub generated: usize,
 }
 
 /// Everything needed to answer one request.
@@ -44,10 +48,16 @@ pub struct Reply {
     pub vocab: Arc<Vocab>,
     pub metrics: Arc<Metrics>,
     pub choices: Vec<Choice>,
+    /// Writes the request to the ledger; `None` when the server keeps none.
+    pub recorder: Option<Recorder>,
+    /// Known once the request is recorded.
+    pub cost: Option<Cost>,
+    /// From arrival to the first generated token of any choice.
+    pub first_token: Option<Duration>,
 }
 
 impl Reply {
-    pub fn new(kind: Kind, model: String, plan: Plan, vocab: Arc<Vocab>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(kind: Kind, model: String, plan: Plan, vocab: Arc<Vocab>, metrics: Arc<Metrics>, recorder: Option<Recorder>) -> Self {
         let prefix = match kind {
             Kind::Completion => "cmpl",
             Kind::Chat => "chatcmpl",
@@ -56,7 +66,7 @@ impl Reply {
         let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let id = format!("{prefix}-{:016x}", rand::random::<u64>());
         let choices = (0..plan.requests.len() * plan.n).map(|_| Choice::default()).collect();
-        Self { kind, id, created, model, plan, vocab, metrics, choices }
+        Self { kind, id, created, model, plan, vocab, metrics, choices, recorder, cost: None, first_token: None }
     }
 
     /// Applies one event; returns an error message when the engine failed the choice.
@@ -69,6 +79,11 @@ impl Reply {
             }
             Event::PromptLogprobs { logprobs, .. } => c.prompt_logprobs = logprobs.clone(),
             Event::Token { text, logprob, .. } => {
+                c.generated += 1;
+                if self.first_token.is_none() {
+                    let since = self.recorder.as_ref().map_or(Instant::now(), |r| r.started);
+                    self.first_token = Some(since.elapsed());
+                }
                 c.text.push_str(text);
                 c.logprobs.extend(logprob.clone());
             }
@@ -89,10 +104,10 @@ impl Reply {
 
     pub fn usage(&self) -> Usage {
         let prompt_tokens: usize = self.plan.requests.iter().map(|r| r.prompt.len()).sum();
-        let completion_tokens = self.choices.iter().filter_map(|c| c.stats.as_ref()).map(|s| s.generated_tokens).sum();
+        let completion_tokens = self.choices.iter().map(|c| c.generated).sum();
         // The prompt counts once per prompt, however many choices share it.
         let cached_tokens = self.choices.iter().step_by(self.plan.n).map(|c| c.cached).sum();
-        Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens, prompt_tokens_details: PromptTokensDetails { cached_tokens } }
+        Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens, prompt_tokens_details: PromptTokensDetails { cached_tokens }, cost: self.cost.clone() }
     }
 
     /// The `x-hearth-*` timing headers; generated-token figures only once they are known.
@@ -113,6 +128,13 @@ impl Reply {
             let gaps: Vec<Duration> = self.choices.iter().filter_map(|c| c.stats.as_ref()).flat_map(|s| s.inter_token.iter().copied()).collect();
             let per = if gaps.is_empty() { 0.0 } else { gaps.iter().sum::<Duration>().as_secs_f64() * 1e3 / gaps.len() as f64 };
             put("x-hearth-time-per-token-ms", format!("{per:.2}"));
+        }
+        if let Some(cost) = &self.cost {
+            put("x-hearth-local-cost", format!("{:.9} {}", cost.local.amount, cost.local.currency));
+            if let Some(c) = cost.cloud.first() {
+                let (amount, currency) = c.converted.as_ref().map_or((c.amount, &c.currency), |x| (x.amount, &x.currency));
+                put("x-hearth-cloud-cost", format!("{amount:.9} {currency}; model={}", c.model));
+            }
         }
         h
     }
@@ -234,7 +256,7 @@ impl Reply {
             _ => "limit",
         };
         json!({
-            "content": content, "stop": true, "model": self.model,
+            "content": content, "stop": true, "model": self.model, "cost": self.cost,
             "tokens_predicted": s.generated_tokens, "tokens_evaluated": s.prompt_tokens, "tokens_cached": s.cached_tokens,
             "stop_type": stop_type, "truncated": false,
             "timings": {

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 
 use crate::engine::Event;
+use crate::ledger::Outcome;
 
 use super::error::ApiError;
 use super::respond::{Kind, Reply};
@@ -42,11 +43,16 @@ fn index_of(e: &Event) -> usize {
 /// Waits for every choice to finish and answers with one JSON body.
 pub async fn collect(mut reply: Reply, mut events: Events) -> Result<Response, ApiError> {
     while let Some((i, e)) = events.next().await {
-        reply.apply(i, &e).map_err(ApiError::internal)?;
+        if let Err(message) = reply.apply(i, &e) {
+            reply.record(Outcome::Error).await;
+            return Err(ApiError::internal(message));
+        }
         if reply.all_done() {
+            reply.record(reply.outcome()).await;
             return Ok((reply.headers(true), Json(reply.body())).into_response());
         }
     }
+    reply.record(Outcome::Error).await;
     Err(ApiError::internal("the engine stopped before the request finished"))
 }
 
@@ -56,9 +62,13 @@ pub async fn stream(mut reply: Reply, mut events: Events) -> Result<Response, Ap
     let mut first = Vec::new();
     loop {
         let Some((i, e)) = events.next().await else {
+            reply.record(Outcome::Error).await;
             return Err(ApiError::internal("the engine stopped before the request started"));
         };
-        reply.apply(i, &e).map_err(ApiError::internal)?;
+        if let Err(message) = reply.apply(i, &e) {
+            reply.record(Outcome::Error).await;
+            return Err(ApiError::internal(message));
+        }
         first.extend(chunks(&reply, i, &e));
         if matches!(e, Event::Started { .. }) {
             break;
@@ -78,10 +88,12 @@ pub async fn stream(mut reply: Reply, mut events: Events) -> Result<Response, Ap
                 e = events.next() => e,
             };
             let Some((i, e)) = next else {
+                reply.record(Outcome::Error).await;
                 let _ = tx.send(error_event("the engine stopped before the request finished")).await;
                 return;
             };
             if let Err(message) = reply.apply(i, &e) {
+                reply.record(Outcome::Error).await;
                 tracing::error!("engine error while streaming: {message}");
                 let _ = tx.send(error_event("the server failed to complete the request; see its log")).await;
                 return;
@@ -95,6 +107,8 @@ pub async fn stream(mut reply: Reply, mut events: Events) -> Result<Response, Ap
                 break;
             }
         }
+        // Committed before the client hears the request is over.
+        reply.record(reply.outcome()).await;
         if reply.plan.include_usage && reply.kind != Kind::Infill {
             let usage = json!({ "id": reply.id, "object": object(reply.kind), "created": reply.created, "model": reply.model,
                                 "choices": [], "usage": reply.usage() });

@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use crate::engine::{GenRequest, ModelInfo, Penalties, SamplerConfig};
+use crate::ledger::PromptText;
 use crate::model::{ChatMessage, ContextFile};
 
 use super::error::ApiError;
@@ -25,6 +26,8 @@ pub struct Plan {
     pub echo: bool,
     /// Top alternatives per token, when logprobs were asked for.
     pub logprobs: Option<usize>,
+    /// The prompt as a cloud API would have received it, for the ledger's re-count.
+    pub cloud_prompt: PromptText,
 }
 
 pub fn check_model(asked: Option<&str>, info: &ModelInfo) -> Result<(), ApiError> {
@@ -72,10 +75,14 @@ pub fn completion(r: CompletionRequest, info: &ModelInfo) -> Result<Plan, ApiErr
     let mut requests = Vec::new();
     for prompt in prompts {
         let max_tokens = max_tokens(r.max_tokens, "max_tokens", Some(16), prompt.len(), info, "prompt")?;
-        requests.push(GenRequest { prompt, n, max_tokens, sampler: sampler.clone(), stop: stop.clone(), logprobs, prompt_logprobs: echo && logprobs.is_some() });
+        requests.push(GenRequest { prompt, n, max_tokens, sampler: sampler.clone(), stop: stop.clone(), logprobs, prompt_logprobs: echo && logprobs.is_some(), meter: Default::default() });
     }
     let include_usage = r.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
-    Ok(Plan { requests, prompt_texts: texts, n, stream: r.stream.unwrap_or(false), include_usage, echo, logprobs })
+    let cloud_prompt = PromptText::Plain(match &r.suffix {
+        Some(suffix) => texts.iter().map(|p| format!("{p}{suffix}")).collect(),
+        None => texts.clone(),
+    });
+    Ok(Plan { requests, prompt_texts: texts, n, stream: r.stream.unwrap_or(false), include_usage, echo, logprobs, cloud_prompt })
 }
 
 pub fn chat(r: ChatRequest, info: &ModelInfo) -> Result<Plan, ApiError> {
@@ -112,6 +119,7 @@ pub fn chat(r: ChatRequest, info: &ModelInfo) -> Result<Plan, ApiError> {
         return Err(ApiError::invalid("messages", "`messages` must hold at least one message"));
     }
     let mut messages = Vec::with_capacity(r.messages.len());
+    let mut cloud = Vec::with_capacity(r.messages.len());
     for (i, m) in r.messages.iter().enumerate() {
         let role = match m.role.as_str() {
             "system" | "developer" => "system",
@@ -125,6 +133,7 @@ pub fn chat(r: ChatRequest, info: &ModelInfo) -> Result<Plan, ApiError> {
         }
         let content = message_text(&m.content, role == "assistant").map_err(|e| ApiError::invalid(&format!("messages[{i}].content"), e))?;
         messages.push(ChatMessage::new(role, &content));
+        cloud.push((m.role.clone(), content));
     }
     let text = info.prompt.render(&messages, true).map_err(|e| ApiError::invalid("messages", format!("the chat template failed: {e}")))?;
     let prompt = info.vocab.encode(&text, !info.prompt.starts_with_bos(&text)).map_err(|e| ApiError::invalid("messages", e))?;
@@ -142,9 +151,10 @@ pub fn chat(r: ChatRequest, info: &ModelInfo) -> Result<Plan, ApiError> {
     let max_tokens = max_tokens(limit, field, None, prompt.len(), info, "messages")?;
     let sampler = sampler(info, r.temperature, r.top_p, r.top_k, r.min_p, r.repeat_penalty, r.presence_penalty, r.frequency_penalty, r.seed, r.logit_bias.as_ref())?;
     let n = choices(r.n)?;
-    let req = GenRequest { prompt, n, max_tokens, sampler, stop: stops(r.stop.as_ref(), "stop")?, logprobs, prompt_logprobs: false };
+    let req = GenRequest { prompt, n, max_tokens, sampler, stop: stops(r.stop.as_ref(), "stop")?, logprobs, prompt_logprobs: false, meter: Default::default() };
     let include_usage = r.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
-    Ok(Plan { requests: vec![req], prompt_texts: vec![text], n, stream: r.stream.unwrap_or(false), include_usage, echo: false, logprobs })
+    let cloud_prompt = PromptText::Chat(cloud);
+    Ok(Plan { requests: vec![req], prompt_texts: vec![text], n, stream: r.stream.unwrap_or(false), include_usage, echo: false, logprobs, cloud_prompt })
 }
 
 pub fn infill(r: InfillRequest, info: &ModelInfo) -> Result<Plan, ApiError> {
@@ -163,8 +173,12 @@ pub fn infill(r: InfillRequest, info: &ModelInfo) -> Result<Plan, ApiError> {
     };
     let max_tokens = max_tokens(limit, field, None, prompt.len(), info, "input_prefix")?;
     let sampler = sampler(info, r.temperature, r.top_p, r.top_k, r.min_p, r.repeat_penalty, None, None, r.seed, None)?;
-    let req = GenRequest { prompt, n: 1, max_tokens, sampler, stop: stops(r.stop.as_ref(), "stop")?, logprobs: None, prompt_logprobs: false };
-    Ok(Plan { requests: vec![req], prompt_texts: vec![prefix], n: 1, stream: r.stream.unwrap_or(false), include_usage: false, echo: false, logprobs: None })
+    let req = GenRequest { prompt, n: 1, max_tokens, sampler, stop: stops(r.stop.as_ref(), "stop")?, logprobs: None, prompt_logprobs: false, meter: Default::default() };
+    let mut cloud: String = r.input_extra.iter().map(|c| format!("{}\n{}\n", c.filename, c.text)).collect();
+    cloud.push_str(&prefix);
+    cloud.push_str(&r.input_suffix);
+    let cloud_prompt = PromptText::Plain(vec![cloud]);
+    Ok(Plan { requests: vec![req], prompt_texts: vec![prefix], n: 1, stream: r.stream.unwrap_or(false), include_usage: false, echo: false, logprobs: None, cloud_prompt })
 }
 
 /// The tokens and texts of a completions `prompt`: a string, strings, token ids, or lists of ids.

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
+use crate::ledger::{EnergyMeter, EnergyMethod};
 use crate::model::{Fim, Model, PromptFormat, Vocab};
 
 pub use generate::{generate, FinishReason, GenerateParams, Generation};
@@ -37,6 +38,42 @@ pub struct GenRequest {
     pub logprobs: Option<usize>,
     /// Report the prompt tokens' log-probabilities too (the whole prompt is computed afresh).
     pub prompt_logprobs: bool,
+    /// Where the engine charges this request's share of each step's energy and time.
+    pub meter: Arc<Meter>,
+}
+
+/// Energy and busy time charged to one request. A step's energy and time are shared among its
+/// sequences by the tokens each had processed in it.
+#[derive(Debug, Default)]
+pub struct Meter {
+    energy_uj: AtomicU64,
+    busy_ns: AtomicU64,
+}
+
+impl Meter {
+    pub fn add(&self, joules: f64, secs: f64) {
+        self.energy_uj.fetch_add((joules.max(0.0) * 1e6).round() as u64, Ordering::Relaxed);
+        self.busy_ns.fetch_add((secs.max(0.0) * 1e9).round() as u64, Ordering::Relaxed);
+    }
+
+    pub fn joules(&self) -> f64 {
+        self.energy_uj.load(Ordering::Relaxed) as f64 / 1e6
+    }
+
+    pub fn busy_secs(&self) -> f64 {
+        self.busy_ns.load(Ordering::Relaxed) as f64 / 1e9
+    }
+}
+
+/// Each sequence's share of a step's `joules` and `secs`, by the tokens (`fed`) it processed.
+pub fn step_shares(fed: &[usize], joules: f64, secs: f64) -> Vec<(f64, f64)> {
+    let total: usize = fed.iter().sum();
+    fed.iter()
+        .map(|&n| match total {
+            0 => (0.0, 0.0),
+            t => (joules * n as f64 / t as f64, secs * n as f64 / t as f64),
+        })
+        .collect()
 }
 
 /// A token's log-probability and the most likely alternatives at its position.
@@ -103,11 +140,13 @@ pub struct EngineConfig {
     pub step_tokens: usize,
     /// Finished sequences whose KV caches are kept for prefix reuse.
     pub prefix_cache: usize,
+    /// Watts per busy core, for the energy estimate when RAPL cannot be read.
+    pub watts_per_core: f64,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { max_running: 8, queue: 64, step_tokens: 512, prefix_cache: 8 }
+        Self { max_running: 8, queue: 64, step_tokens: 512, prefix_cache: 8, watts_per_core: 65.0 / 8.0 }
     }
 }
 
@@ -138,6 +177,8 @@ pub struct ModelInfo {
     pub file_size: usize,
     pub arch: String,
     pub device: String,
+    /// How the engine measures the energy it charges.
+    pub energy_method: EnergyMethod,
 }
 
 struct Job {
@@ -158,6 +199,7 @@ pub struct Engine {
 impl Engine {
     /// Starts the engine thread, which takes ownership of `model`.
     pub fn start(model: Model, id: String, cfg: EngineConfig) -> Engine {
+        let energy = EnergyMeter::detect(cfg.watts_per_core);
         let info = Arc::new(ModelInfo {
             id,
             name: model.name.clone(),
@@ -170,6 +212,7 @@ impl Engine {
             file_size: model.file_size,
             arch: model.decoder.spec.arch.gguf_name().to_owned(),
             device: format!("{:?}", model.decoder.device.location()),
+            energy_method: energy.method(),
         });
         let stats = Arc::new(EngineStats::default());
         let (tx, rx) = sync_channel(cfg.queue.max(1));
@@ -177,7 +220,7 @@ impl Engine {
         let thread_stats = stats.clone();
         std::thread::Builder::new()
             .name("hearth-engine".into())
-            .spawn(move || scheduler::run(model, cfg, rx, thread_stats))
+            .spawn(move || scheduler::run(model, cfg, energy, rx, thread_stats))
             .expect("spawning the engine thread");
         Engine { tx, info, stats, queue }
     }

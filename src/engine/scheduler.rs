@@ -8,14 +8,17 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
+use std::time::Instant;
 
+use crate::ledger::EnergyMeter;
 use crate::model::{Chunk, KvCache, Logits, Model};
 
 use super::sequence::{Outcome, Sequence};
-use super::{EngineConfig, EngineStats, Event, Job};
+use super::{step_shares, EngineConfig, EngineStats, Event, Job};
 
-pub(crate) fn run(model: Model, cfg: EngineConfig, rx: Receiver<Job>, stats: Arc<EngineStats>) {
-    let mut s = Scheduler { pool: PrefixPool { entries: VecDeque::new(), cap: cfg.prefix_cache }, model, cfg, running: Vec::new(), stats };
+pub(crate) fn run(model: Model, cfg: EngineConfig, energy: EnergyMeter, rx: Receiver<Job>, stats: Arc<EngineStats>) {
+    let pool = PrefixPool { entries: VecDeque::new(), cap: cfg.prefix_cache };
+    let mut s = Scheduler { pool, model, cfg, running: Vec::new(), stats, energy };
     loop {
         while s.running.len() < s.cfg.max_running {
             let job = if s.running.is_empty() {
@@ -48,6 +51,7 @@ struct Scheduler {
     running: Vec<Sequence>,
     pool: PrefixPool,
     stats: Arc<EngineStats>,
+    energy: EnergyMeter,
 }
 
 /// What one sequence gets in a step.
@@ -103,8 +107,14 @@ impl Scheduler {
             }
         }
         let fed: usize = slots.iter().map(|s| s.len).sum();
+        let (joules, started) = (self.energy.read(), Instant::now());
         let result = self.model.decoder.forward(&mut chunks);
         drop(chunks);
+        let (joules, secs) = (self.energy.read() - joules, started.elapsed().as_secs_f64());
+        let lens: Vec<usize> = slots.iter().map(|s| s.len).collect();
+        for (slot, (j, t)) in slots.iter().zip(step_shares(&lens, joules, secs)) {
+            self.running[slot.seq].meter.add(j, t);
+        }
         self.stats.steps.fetch_add(1, Ordering::Relaxed);
         self.stats.step_sequences.fetch_add(slots.len() as u64, Ordering::Relaxed);
         self.stats.step_tokens.fetch_add(fed as u64, Ordering::Relaxed);

@@ -1,6 +1,7 @@
 //! One running choice of a request: its tokens, KV cache, sampler and stop-string state, and
 //! what it does with the logits a step gives it (sample, report, finish).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Tensor;
@@ -10,7 +11,7 @@ use crate::model::{KvCache, ModelError, StreamDecoder, Vocab};
 
 use super::sampler::Sampler;
 use super::stop::StopStrings;
-use super::{Event, FinishReason, GenRequest, SeqStats, TokenLogprob};
+use super::{Event, FinishReason, GenRequest, Meter, SeqStats, TokenLogprob};
 
 pub(crate) struct Sequence {
     pub index: usize,
@@ -20,6 +21,8 @@ pub(crate) struct Sequence {
     pub prompt_len: usize,
     pub cache: KvCache,
     pub cached_tokens: usize,
+    /// The request's meter, charged by the scheduler.
+    pub meter: Arc<Meter>,
     max_tokens: usize,
     sampler: Sampler,
     stops: StopStrings,
@@ -59,6 +62,7 @@ impl Sequence {
             prompt_len: req.prompt.len(),
             cache,
             cached_tokens,
+            meter: req.meter.clone(),
             max_tokens: req.max_tokens,
             sampler: Sampler::new(sampler_cfg),
             stops: StopStrings::new(req.stop.clone()),

@@ -20,6 +20,13 @@ pub use prices::{Billed, CloudPrice, PriceTable};
 pub use recount::PromptText;
 pub use store::{CloudRow, Filter, GroupBy, Row};
 
+/// Builds the providers' tokenizers ahead of the first request that needs them.
+pub fn warm_up() {
+    for t in [prices::CloudTokenizer::O200k, prices::CloudTokenizer::Cl100k] {
+        recount::count(t, "warm up");
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error("price file {path}: {message}")]

@@ -1,6 +1,7 @@
 //! Ledger summaries in the display currency, and their terminal forms (table, CSV, JSON); also
 //! reading `--since` values such as `7d`, `12h` or `2026-11-01`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use serde::Serialize;
@@ -21,16 +22,22 @@ pub struct Group {
     pub busy_s: f64,
     pub local: f64,
     /// Cloud equivalent per comparator, in `compare` order.
-    pub cloud: Vec<(String, f64)>,
+    pub cloud: Vec<ModelAmount>,
     /// Against the first comparator.
     pub saved: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelAmount {
+    pub model: String,
+    pub amount: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub currency: String,
     /// Display-currency units per unit of each other currency used.
-    pub rates: Vec<(String, f64)>,
+    pub rates: BTreeMap<String, f64>,
     /// The comparator `saved` is measured against.
     pub vs: Option<String>,
     pub groups: Vec<Group>,
@@ -48,12 +55,12 @@ impl Summary {
         };
         let mut group = |g: RawGroup| {
             let local = g.local.iter().map(|(c, a)| convert(c, *a)).sum::<f64>();
-            let cloud: Vec<(String, f64)> = p
+            let cloud: Vec<ModelAmount> = p
                 .compare
                 .iter()
-                .map(|id| (id.clone(), g.cloud.iter().filter(|(m, _, _)| m == id).map(|(_, c, a)| convert(c, *a)).sum()))
+                .map(|id| ModelAmount { model: id.clone(), amount: g.cloud.iter().filter(|(m, _, _)| m == id).map(|(_, c, a)| convert(c, *a)).sum() })
                 .collect();
-            let saved = cloud.first().map_or(0.0, |c| c.1 - local);
+            let saved = cloud.first().map_or(0.0, |c| c.amount - local);
             Group {
                 key: g.key,
                 requests: g.requests,
@@ -75,7 +82,7 @@ impl Summary {
 
     /// Comparator names, in column order.
     fn comparators(&self) -> Vec<&str> {
-        self.total.cloud.iter().map(|(m, _)| m.as_str()).collect()
+        self.total.cloud.iter().map(|c| c.model.as_str()).collect()
     }
 
     pub fn to_table(&self) -> String {
@@ -84,7 +91,7 @@ impl Summary {
         head.push(format!("saved vs {}", self.vs.as_deref().unwrap_or("-")));
         let cells = |g: &Group| {
             let mut c = vec![g.key.clone(), g.requests.to_string(), g.prompt_tokens.to_string(), g.cached_tokens.to_string(), g.generated_tokens.to_string(), format!("{:.2}", g.energy_j / 1e3), money(g.local)];
-            c.extend(g.cloud.iter().map(|(_, a)| money(*a)));
+            c.extend(g.cloud.iter().map(|c| money(c.amount)));
             c.push(money(g.saved));
             c
         };
@@ -116,8 +123,8 @@ impl Summary {
         let _ = writeln!(out, ",saved,currency");
         for g in self.groups.iter().chain([&self.total]) {
             let _ = write!(out, "{},{},{},{},{},{:.3},{:.3},{:.8}", g.key, g.requests, g.prompt_tokens, g.cached_tokens, g.generated_tokens, g.energy_j, g.busy_s, g.local);
-            for (_, a) in &g.cloud {
-                let _ = write!(out, ",{a:.8}");
+            for c in &g.cloud {
+                let _ = write!(out, ",{:.8}", c.amount);
             }
             let _ = writeln!(out, ",{:.8},{}", g.saved, self.currency);
         }

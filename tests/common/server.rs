@@ -2,11 +2,13 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use candle_core::Device;
 use hearth::api::{router, AppState, ServeConfig};
 use hearth::engine::{Engine, EngineConfig};
+use hearth::ledger::{Ledger, PriceTable};
 use hearth::model::Model;
 use serde_json::Value;
 
@@ -14,6 +16,9 @@ pub struct Server {
     pub url: String,
     pub client: reqwest::Client,
     pub engine: Engine,
+    /// The server's cost ledger, in a directory of its own.
+    pub ledger: Arc<Ledger>,
+    _dir: tempfile::TempDir,
 }
 
 impl Server {
@@ -23,11 +28,14 @@ impl Server {
         let model = Model::load(path, &Device::Cpu).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
         let engine = Engine::start(model, id.to_owned(), engine);
         let state = AppState::with_engine(config, engine.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Arc::new(Ledger::open(&dir.path().join("ledger.sqlite"), PriceTable::built_in()).unwrap());
+        state.set_ledger(ledger.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
         let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
-        Server { url, client, engine }
+        Server { url, client, engine, ledger, _dir: dir }
     }
 
     pub async fn smollm2() -> Server {
