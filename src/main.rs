@@ -146,6 +146,10 @@ struct LedgerArgs {
     /// A TOML file that overrides or extends the built-in cloud prices and local cost settings.
     #[arg(long, env = "HEARTH_PRICES")]
     prices: Option<PathBuf>,
+    /// Cloud models to compare with, in order (`saved` is against the first); default: the price
+    /// table's `compare` list.
+    #[arg(long, value_delimiter = ',')]
+    compare: Vec<String>,
 }
 
 impl LedgerArgs {
@@ -154,10 +158,11 @@ impl LedgerArgs {
     }
 
     fn prices(&self) -> Result<PriceTable> {
-        Ok(match &self.prices {
+        let table = match &self.prices {
             Some(f) => PriceTable::with_file(f)?,
             None => PriceTable::built_in(),
-        })
+        };
+        Ok(if self.compare.is_empty() { table } else { table.comparing(&self.compare)? })
     }
 
     fn open(&self) -> Result<Ledger> {

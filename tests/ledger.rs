@@ -149,6 +149,9 @@ source = "finance"
     assert_eq!(p.local.electricity_per_kwh, 0.35);
     assert_eq!(p.local.hardware_price, 1000.0, "unset local settings keep their defaults");
     assert!(close(p.to_display("USD"), 1.0 / 1.16));
+    let p = p.comparing(&["gpt-4o-mini".into()]).unwrap();
+    assert_eq!(p.compare, ["gpt-4o-mini"]);
+    assert!(p.comparing(&["gpt-9".into()]).unwrap_err().to_string().contains("gpt-9"));
 }
 
 fn prices_error(text: &str) -> String {

@@ -245,6 +245,16 @@ impl PriceTable {
         Ok(())
     }
 
+    /// The same table showing `ids`, in that order.
+    pub fn comparing(mut self, ids: &[String]) -> Result<Self, LedgerError> {
+        if let Some(id) = ids.iter().find(|id| self.model(id).is_none()) {
+            let known: Vec<&str> = self.models.iter().map(|m| m.id.as_str()).collect();
+            return Err(LedgerError::Query(format!("--compare: no price for `{id}`; known: {}", known.join(", "))));
+        }
+        self.compare = ids.to_vec();
+        Ok(self)
+    }
+
     pub fn model(&self, id: &str) -> Option<&CloudPrice> {
         self.models.iter().find(|m| m.id == id)
     }
