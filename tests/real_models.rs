@@ -20,16 +20,28 @@ fn chat_prompt(model: &Model, question: &str) -> Vec<u32> {
     model.vocab.encode(&text, !model.prompt.starts_with_bos(&text)).unwrap()
 }
 
+/// Our Q4_1 kernel sums blocks in another order than candle's scalar loop (as llama.cpp does), so
+/// the two agree to rounding, not bit for bit; and since every matmul re-quantizes its input to
+/// 8 bits, a last-bit difference can move an input by a quantization step, which spreads. Fed
+/// candle's own greedy tokens, our next-token distribution must stay within a small KL divergence
+/// of candle's at every step, and our top token must be candle's except at a near-tie.
 #[test]
-fn smollm2_greedy_matches_candle_for_32_tokens() {
+fn smollm2_agrees_with_candle_over_32_greedy_steps() {
     let path = common::model_path(SMOL);
     let model = load(SMOL);
     let prompt = chat_prompt(&model, "Write a Python function that reverses a string.");
+    let (theirs, steps) = common::teacher_forced(&model, &path, &prompt, 32);
+    let mean_kl = steps.iter().map(|s| s.0).sum::<f64>() / steps.len() as f64;
+    for (i, &(kl, flip)) in steps.iter().enumerate() {
+        assert!(kl < 0.015, "step {i}: KL divergence from candle {kl}; all steps {steps:?}");
+        if let Some(gap) = flip {
+            assert!(gap < 0.2, "step {i}: candle preferred its token by {gap} logits; all steps {steps:?}");
+        }
+    }
+    assert!(mean_kl < 0.003, "mean KL divergence {mean_kl}");
+    assert!(model.vocab.decode(&theirs).contains("def "), "{}", model.vocab.decode(&theirs));
     let ours = common::hearth_greedy(&model, &prompt, 32);
-    let theirs = common::reference_greedy(&path, &prompt, 32);
-    assert_eq!(model.vocab.decode(&ours), model.vocab.decode(&theirs));
-    assert_eq!(ours, theirs);
-    assert!(model.vocab.decode(&ours).contains("def "), "{}", model.vocab.decode(&ours));
+    assert!(model.vocab.decode(&ours).starts_with("```python\ndef reverse_string("), "{}", model.vocab.decode(&ours));
 }
 
 /// candle-transformers' quantized_gemma3 uses SiLU in the feed-forward where Gemma 3 uses

@@ -65,6 +65,39 @@ pub fn reference_greedy(path: &std::path::Path, prompt: &[u32], n: usize) -> Vec
     out
 }
 
+/// Feeds `prompt` and then the reference's own greedy tokens (`n` of them) to both hearth and the
+/// reference. Returns the reference's tokens and, per step, the KL divergence of hearth's
+/// next-token distribution from the reference's and, where hearth's top token differs from the
+/// reference's, by how many logits the reference preferred its own.
+pub fn teacher_forced(model: &hearth::model::Model, path: &std::path::Path, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<(f64, Option<f32>)>) {
+    use hearth::engine::sampler::argmax;
+    use hearth::model::{Chunk, Logits};
+    let log_softmax = |v: &[f32]| {
+        let m = v.iter().copied().fold(f32::MIN, f32::max) as f64;
+        let lse = m + v.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
+        v.iter().map(|&x| x as f64 - lse).collect::<Vec<f64>>()
+    };
+    let mut r = Reference::load(path);
+    let mut cache = model.decoder.new_cache();
+    let mut feed = prompt.to_vec();
+    let (mut tokens, mut steps) = (Vec::new(), Vec::new());
+    for i in 0..=n {
+        let theirs = r.forward(&feed, if i == 0 { 0 } else { prompt.len() + i - 1 });
+        let ours = model.decoder.forward(&mut [Chunk { tokens: &feed, cache: &mut cache, logits: Logits::Last }]).unwrap().remove(0).unwrap();
+        let ours = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (p, q) = (log_softmax(&theirs), log_softmax(&ours));
+        let kl: f64 = p.iter().zip(&q).map(|(a, b)| a.exp() * (a - b)).sum();
+        let (a, b) = (argmax(&ours), argmax(&theirs));
+        steps.push((kl, (a != b).then(|| theirs[b as usize] - theirs[a as usize])));
+        if i == n {
+            break;
+        }
+        tokens.push(b);
+        feed = vec![b];
+    }
+    (tokens, steps)
+}
+
 /// Greedy continuation of `prompt` by hearth's decoder, `n` tokens, ignoring end-of-generation.
 pub fn hearth_greedy(model: &hearth::model::Model, prompt: &[u32], n: usize) -> Vec<u32> {
     use hearth::model::{Chunk, Logits};

@@ -1,0 +1,42 @@
+//! Criterion benchmarks of hearth's quantized matmul kernels against candle's `QMatMul` on the
+//! same weights, named `TYPE/KxN/mM/(hearth|candle)`: the two real models' shapes (SmolLM2:
+//! 576-wide, 1536 feed-forward, 49152 vocabulary; Gemma 3 270M: 640-wide, 2048 feed-forward), one
+//! row (a decode step), 4 rows (a batch of streams) and 64 rows (a prompt chunk).
+//!
+//! `cargo bench --bench kernels` (add a filter such as `Q4_1/576x1536` to run fewer).
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use hearth::model::kernels;
+
+fn bench(c: &mut Criterion) {
+    hearth::model::device::pin_thread_count();
+    let dev = Device::Cpu;
+    let cases: [(GgmlDType, usize, usize); 6] = [
+        (GgmlDType::Q4_1, 576, 1536),
+        (GgmlDType::Q4_1, 1536, 576),
+        (GgmlDType::Q8_0, 576, 49152),
+        (GgmlDType::Q8_0, 640, 2048),
+        (GgmlDType::Q8_0, 2048, 640),
+        (GgmlDType::Q4_1, 640, 2048),
+    ];
+    for (ty, k, n) in cases {
+        let w = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap(), ty).unwrap();
+        let candle = QMatMul::from_qtensor(QTensor::quantize(&w.dequantize(&dev).unwrap(), ty).unwrap()).unwrap();
+        let mut g = c.benchmark_group(format!("{ty:?}/{k}x{n}"));
+        g.sample_size(20).warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_secs(1));
+        for m in [1usize, 4, 64] {
+            if n >= 49152 && m == 64 {
+                continue;
+            }
+            let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+            g.bench_with_input(BenchmarkId::new(format!("m{m}"), "hearth"), &x, |b, x| b.iter(|| kernels::matmul(&w, x).unwrap()));
+            g.bench_with_input(BenchmarkId::new(format!("m{m}"), "candle"), &x, |b, x| b.iter(|| candle.forward(x).unwrap()));
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
