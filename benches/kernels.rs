@@ -26,12 +26,15 @@ fn bench(c: &mut Criterion) {
         let candle = QMatMul::from_qtensor(QTensor::quantize(&w.dequantize(&dev).unwrap(), ty).unwrap()).unwrap();
         let mut g = c.benchmark_group(format!("{ty:?}/{k}x{n}"));
         g.sample_size(20).warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_secs(1));
-        for m in [1usize, 4, 64] {
-            if n >= 49152 && m == 64 {
+        for m in [1usize, 4, 64, 512] {
+            if n >= 49152 && m >= 64 {
                 continue;
             }
             let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
             g.bench_with_input(BenchmarkId::new(format!("m{m}"), "hearth"), &x, |b, x| b.iter(|| kernels::matmul(&w, x).unwrap()));
+            if m >= 64 {
+                g.bench_with_input(BenchmarkId::new(format!("m{m}"), "hearth-f32"), &x, |b, x| b.iter(|| kernels::dequant::matmul(&w, x).unwrap()));
+            }
             g.bench_with_input(BenchmarkId::new(format!("m{m}"), "candle"), &x, |b, x| b.iter(|| candle.forward(x).unwrap()));
         }
         g.finish();

@@ -35,6 +35,23 @@ enum Command {
     },
     /// List catalog models and whether they are downloaded.
     List,
+    /// Prompt-processing and generation speed, measured as llama.cpp's llama-bench does.
+    Speed {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Prompt tokens processed in one batch (0 skips).
+        #[arg(short = 'p', long, default_value_t = 512)]
+        pp: usize,
+        /// Tokens generated one at a time (0 skips).
+        #[arg(short = 'n', long, default_value_t = 128)]
+        tg: usize,
+        /// Repetitions; the median is reported.
+        #[arg(short = 'r', long, default_value_t = 3)]
+        reps: usize,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// What requests cost here against the cloud, from the ledger.
     Costs {
         /// Only requests since then: a span (30m, 12h, 7d, 2w), a date (2026-11-01) or an RFC 3339 time.
@@ -196,6 +213,7 @@ fn main() {
         Command::Pull { models } => pull(&models),
         Command::List => list(),
         Command::Perplexity { model, file, ctx } => perplexity(&model, &file, ctx),
+        Command::Speed { model, pp, tg, reps, json } => speed(&model, pp, tg, reps, json),
         Command::Costs { since, by, format, ledger } => costs(since.as_deref(), by, format, &ledger),
     };
     if let Err(e) = result {
@@ -318,6 +336,29 @@ fn serve(args: ServeArgs) -> Result<()> {
             .with_graceful_shutdown(shutdown_signal())
             .await
     })?;
+    Ok(())
+}
+
+fn speed(args: &ModelArgs, pp: usize, tg: usize, reps: usize, json: bool) -> Result<()> {
+    let model = load(args)?;
+    let ctx = model.decoder.spec.context_length;
+    if pp > ctx || tg > ctx {
+        bail!("-p {pp} and -n {tg} must each fit the context of {ctx} tokens");
+    }
+    let s = hearth::bench::speed::measure(&model, pp, tg, reps)?;
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_default();
+    let rss = hearth::bench::speed::peak_rss();
+    if json {
+        println!("{}", serde_json::json!({ "pp": pp, "tg": tg, "pp_tps": s.pp_tps, "tg_tps": s.tg_tps, "threads": threads, "peak_rss": rss, "reps": reps }));
+    } else {
+        if pp > 0 {
+            println!("pp{pp}: {:.1} tok/s", s.pp_tps);
+        }
+        if tg > 0 {
+            println!("tg{tg}: {:.1} tok/s", s.tg_tps);
+        }
+        println!("threads {threads}, median of {reps}, peak RSS {:.1} MiB", rss as f64 / (1 << 20) as f64);
+    }
     Ok(())
 }
 

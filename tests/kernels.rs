@@ -82,3 +82,42 @@ fn other_types_and_shapes_are_left_to_candle() {
     let y = kernels::forward(&QMatMul::from_qtensor(q4k).unwrap(), &x).unwrap();
     assert_eq!(y.dims(), &[2, 8]);
 }
+
+/// Many rows (prompt chunks): the weight dequantized to f32 and multiplied in f32 agrees with the
+/// f32 reference to float rounding, for every type candle can quantize, across slabs, and it is
+/// what `forward` uses.
+#[test]
+fn prompt_chunks_multiply_the_dequantized_weight_in_f32() {
+    let dev = Device::Cpu;
+    let cases = [
+        (GgmlDType::Q4_0, 20, 64, 33),
+        (GgmlDType::Q4_1, 130, 576, 40),
+        (GgmlDType::Q5_0, 16, 640, 17),
+        (GgmlDType::Q5_1, 17, 96, 5),
+        (GgmlDType::Q8_0, 16, 32, 131_072 + 5),
+        (GgmlDType::Q4K, 33, 512, 9),
+        (GgmlDType::Q5K, 16, 256, 3),
+        (GgmlDType::Q6K, 40, 768, 11),
+        (GgmlDType::F16, 16, 64, 7),
+    ];
+    for (ty, m, k, n) in cases {
+        let w = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap(), ty).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+        let ours = kernels::dequant::matmul(&w, &x).unwrap().to_vec2::<f32>().unwrap();
+        let wf = w.dequantize(&dev).unwrap().to_vec2::<f32>().unwrap();
+        let xf = x.to_vec2::<f32>().unwrap();
+        for r in (0..m).step_by(7) {
+            for j in (0..n).step_by(1 + n / 50) {
+                let exact: f64 = wf[j].iter().zip(&xf[r]).map(|(&a, &b)| a as f64 * b as f64).sum();
+                let magnitude: f64 = wf[j].iter().zip(&xf[r]).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
+                let got = ours[r][j] as f64;
+                assert!((got - exact).abs() <= 1e-5 * magnitude + 1e-6, "{ty:?} {m}x{k} by {n}x{k} [{r},{j}]: {got} vs {exact}");
+            }
+        }
+        // Types with our own quantized kernel switch later (they stay faster for longer).
+        let own = matches!(ty, GgmlDType::Q4_1 | GgmlDType::Q8_0);
+        let min = if own { kernels::dequant::MIN_ROWS_OWN } else { kernels::dequant::MIN_ROWS };
+        let routed = kernels::forward(&QMatMul::from_qtensor(w).unwrap(), &x).unwrap().to_vec2::<f32>().unwrap();
+        assert!((routed == ours) == (m >= min), "{ty:?}: forward takes the f32 path for {m} rows exactly when m >= {min}");
+    }
+}

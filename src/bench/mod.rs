@@ -1,3 +1,4 @@
-//! Measuring models: perplexity now; quantization comparisons later.
+//! Measuring models: perplexity, and speed as llama-bench measures it.
 
 pub mod perplexity;
+pub mod speed;

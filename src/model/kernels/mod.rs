@@ -7,6 +7,7 @@
 //! cheaper than the same sequences one by one. Work is shared over candle's own worker pool, so
 //! our kernels and candle's never compete for the cores.
 
+pub mod dequant;
 pub mod q4_1;
 pub mod q8_0;
 
@@ -36,23 +37,36 @@ impl<'a> QRows<'a> {
     }
 }
 
-/// `x` times the transpose of `w`, by our kernels where they apply, else by candle.
+/// `x` times the transpose of `w`: many rows by dequantizing the weight for an f32 GEMM, few by
+/// our quantized kernels where they apply, else by candle.
 pub fn forward(w: &QMatMul, x: &Tensor) -> Result<Tensor> {
     match w {
+        QMatMul::QTensor(t) if many_rows(t, x) => dequant::matmul(t, x),
         QMatMul::QTensor(t) if supports(t, x) => matmul(t, x),
         w => w.forward(x),
+    }
+}
+
+/// A prompt chunk on the CPU: enough rows for [`dequant::matmul`] to pay.
+fn many_rows(w: &QTensor, x: &Tensor) -> bool {
+    let cpu = matches!(x.device(), Device::Cpu) && x.dtype() == candle_core::DType::F32;
+    // Our quantized kernels hold out longer than candle's: measured crossovers (benches/kernels.rs).
+    let min = if own_kernel(w.dtype()) { dequant::MIN_ROWS_OWN } else { dequant::MIN_ROWS };
+    cpu && x.rank() == 2 && x.dim(0).is_ok_and(|m| m >= min) && dequant::supports(w.dtype()) && w.shape().rank() == 2
+}
+
+fn own_kernel(ty: GgmlDType) -> bool {
+    match ty {
+        GgmlDType::Q4_1 => true,
+        GgmlDType::Q8_0 => q8_0::available(),
+        _ => false,
     }
 }
 
 /// True when [`matmul`] handles this weight on this input.
 pub fn supports(w: &QTensor, x: &Tensor) -> bool {
     let shape_ok = x.rank() == 2 && w.shape().dims2().is_ok_and(|(_, k)| k % QK == 0);
-    let type_ok = match w.dtype() {
-        GgmlDType::Q4_1 => true,
-        GgmlDType::Q8_0 => q8_0::available(),
-        _ => false,
-    };
-    matches!(x.device(), Device::Cpu) && shape_ok && type_ok
+    matches!(x.device(), Device::Cpu) && shape_ok && own_kernel(w.dtype())
 }
 
 /// `x` `[m, k]` times the transpose of `w` `[n, k]` → `[m, n]`.

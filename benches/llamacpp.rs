@@ -1,0 +1,68 @@
+//! hearth against llama.cpp's `llama-bench` on the same GGUF files, same thread count, alternating
+//! runs: prompt processing (pp512) and generation (tg128) tokens/s, their ratio, and each
+//! process's peak RSS. A benchmark, not a test.
+//!
+//!   LLAMA_BENCH=/path/to/llama-bench cargo bench --bench llamacpp
+//!
+//! `HEARTH_BENCH_MODELS` (comma-separated catalog ids or .gguf paths; default: the two catalog
+//! models), `HEARTH_BENCH_RUNS` (alternating runs per model, median reported; default 3) and
+//! `HEARTH_BENCH_THREADS` (default: all cores) adjust it. `scripts/verify-llamacpp.sh` builds
+//! llama-bench from the llama-cpp-python source distribution.
+
+use std::process::{Command, Stdio};
+
+/// Runs `cmd`, returning its stdout and peak RSS in bytes.
+fn run(cmd: &mut Command) -> (String, u64) {
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("starting a benchmark process");
+    let pid = child.id() as libc::pid_t;
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.expect("piped stdout"), &mut out).unwrap();
+    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+    // SAFETY: waits for our own child, filling `status` and `usage`.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert!(rc == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{cmd:?} failed: {out}");
+    (out, usage.ru_maxrss as u64 * 1024)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let Ok(llama_bench) = std::env::var("LLAMA_BENCH") else {
+        eprintln!("set LLAMA_BENCH to a llama-bench binary (scripts/verify-llamacpp.sh builds one)");
+        std::process::exit(2);
+    };
+    let hearth = env!("CARGO_BIN_EXE_hearth");
+    let threads = std::env::var("HEARTH_BENCH_THREADS").unwrap_or_else(|_| std::thread::available_parallelism().map_or(1, |n| n.get()).to_string());
+    let runs: usize = std::env::var("HEARTH_BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let models = std::env::var("HEARTH_BENCH_MODELS").unwrap_or_else(|_| "smollm2-135m-instruct-q4_1,gemma3-270m-q4_k_m".into());
+    println!("threads {threads}, {runs} alternating runs each, median; tok/s");
+    println!("| model | pp512 hearth | pp512 llama.cpp | ratio | tg128 hearth | tg128 llama.cpp | ratio | peak RSS hearth MiB | llama.cpp MiB |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for id in models.split(',') {
+        let path = if id.ends_with(".gguf") { std::path::PathBuf::from(id) } else { hearth::catalog::resolve(id).expect("a pulled model") };
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let (out, rss) = run(Command::new(hearth).env("RAYON_NUM_THREADS", &threads).args(["speed", "-r", "1", "--json", "-m"]).arg(&path));
+            let v: serde_json::Value = serde_json::from_str(out.trim()).expect("hearth speed --json");
+            ours.push((v["pp_tps"].as_f64().unwrap(), v["tg_tps"].as_f64().unwrap(), rss));
+            let (out, rss) = run(Command::new(&llama_bench).args(["-p", "512", "-n", "128", "-r", "1", "-o", "json", "-t", &threads, "-m"]).arg(&path));
+            let v: serde_json::Value = serde_json::from_str(&out).expect("llama-bench -o json");
+            let ts = |pp: bool| v.as_array().unwrap().iter().find(|t| (t["n_prompt"].as_u64() > Some(0)) == pp).map(|t| t["avg_ts"].as_f64().unwrap()).unwrap();
+            theirs.push((ts(true), ts(false), rss));
+        }
+        let m = |v: &[(f64, f64, u64)], f: fn(&(f64, f64, u64)) -> f64| median(v.iter().map(f).collect());
+        let (opp, otg, orss) = (m(&ours, |r| r.0), m(&ours, |r| r.1), m(&ours, |r| r.2 as f64));
+        let (tpp, ttg, trss) = (m(&theirs, |r| r.0), m(&theirs, |r| r.1), m(&theirs, |r| r.2 as f64));
+        let name = path.file_name().unwrap().to_string_lossy();
+        println!(
+            "| {name} | {opp:.1} | {tpp:.1} | {:.2} | {otg:.1} | {ttg:.1} | {:.2} | {:.0} | {:.0} |",
+            opp / tpp,
+            otg / ttg,
+            orss / 1048576.0,
+            trss / 1048576.0
+        );
+    }
+}

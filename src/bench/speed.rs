@@ -1,0 +1,79 @@
+//! Prompt-processing and generation speed as llama.cpp's `llama-bench` measures them: `pp` random
+//! tokens in one batch into an empty cache, and `tg` tokens generated one at a time from an empty
+//! context; one warm-up run, then the median of the repetitions.
+
+use std::time::Instant;
+
+use crate::model::{Chunk, Logits, Model, ModelError};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Speed {
+    /// Prompt tokens per second (0 when not measured).
+    pub pp_tps: f64,
+    /// Generated tokens per second (0 when not measured).
+    pub tg_tps: f64,
+}
+
+/// Token ids spread over the vocabulary, the same for every run.
+fn tokens(model: &Model, n: usize, seed: u64) -> Vec<u32> {
+    let vocab = model.decoder.spec.vocab_size as u64;
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (100 + x % (vocab - 100)) as u32
+        })
+        .collect()
+}
+
+fn prompt_secs(model: &Model, pp: usize, seed: u64) -> Result<f64, ModelError> {
+    let toks = tokens(model, pp, seed);
+    let mut cache = model.decoder.new_cache();
+    let start = Instant::now();
+    model.decoder.forward(&mut [Chunk { tokens: &toks, cache: &mut cache, logits: Logits::Last }])?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn generate_secs(model: &Model, tg: usize, seed: u64) -> Result<f64, ModelError> {
+    let toks = tokens(model, tg, seed);
+    let mut cache = model.decoder.new_cache();
+    let start = Instant::now();
+    for t in &toks {
+        model.decoder.forward(&mut [Chunk { tokens: std::slice::from_ref(t), cache: &mut cache, logits: Logits::Last }])?;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Measures `pp` and `tg` (either may be 0 to skip it) over `reps` repetitions.
+pub fn measure(model: &Model, pp: usize, tg: usize, reps: usize) -> Result<Speed, ModelError> {
+    let reps = reps.max(1);
+    let mut speed = Speed { pp_tps: 0.0, tg_tps: 0.0 };
+    if pp > 0 {
+        prompt_secs(model, pp, 0)?;
+        let runs = (1..=reps as u64).map(|r| prompt_secs(model, pp, r).map(|s| pp as f64 / s)).collect::<Result<Vec<_>, _>>()?;
+        speed.pp_tps = median(runs);
+    }
+    if tg > 0 {
+        generate_secs(model, tg.min(16), 0)?;
+        let runs = (1..=reps as u64).map(|r| generate_secs(model, tg, r).map(|s| tg as f64 / s)).collect::<Result<Vec<_>, _>>()?;
+        speed.tg_tps = median(runs);
+    }
+    Ok(speed)
+}
+
+/// Peak resident memory of this process so far, in bytes.
+pub fn peak_rss() -> u64 {
+    // SAFETY: `usage` is a valid rusage for the call to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0;
+    }
+    usage.ru_maxrss as u64 * 1024
+}
