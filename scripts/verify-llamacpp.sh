@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # Cross-checks hearth against llama.cpp on the same GGUF files: perplexity of a real source file
 # at the same context, and greedy text. Builds llama.cpp from the llama-cpp-python source
-# distribution (about 8 minutes on 2 cores, plus llama-server for `benches/serve.rs`); not part
-# of the test suite.
+# distribution (about 8 minutes on 2 cores, plus llama-server for `benches/serve.rs` and
+# llama-bench / llama-quantize for `benches/llamacpp.rs`); not part of the test suite.
 #   usage: scripts/verify-llamacpp.sh [WORKDIR]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="${1:-${TMPDIR:-/tmp}/hearth-llamacpp}"
 mkdir -p "$work"
-if [ ! -x "$work/bin/llama-server" ]; then
+if [ ! -x "$work/bin/llama-bench" ]; then
   python3 -m pip download --no-deps --dest "$work" llama-cpp-python
   tar xzf "$work"/llama_cpp_python-*.tar.gz -C "$work"
   src=$(ls -d "$work"/llama_cpp_python-*/vendor/llama.cpp)
   cmake -S "$src" -B "$work/build" -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_OPENSSL=OFF -DCMAKE_BUILD_TYPE=Release
-  cmake --build "$work/build" -j"$(nproc)" --target llama-perplexity llama-simple llama-server
+  cmake --build "$work/build" -j"$(nproc)" --target llama-perplexity llama-simple llama-server llama-bench llama-quantize
   ln -sfn "$work/build/bin" "$work/bin"
 fi
 cd "$root"
