@@ -46,17 +46,26 @@ fn smollm2_agrees_with_candle_over_32_greedy_steps() {
 
 /// candle-transformers' quantized_gemma3 uses SiLU in the feed-forward where Gemma 3 uses
 /// GELU-tanh. With that one switch copied, everything else (norms, q/k norms, two RoPE bases,
-/// embedding scale, tied output) must agree token for token on the real file.
+/// embedding scale, tied output) must agree with candle on the real file: fed candle's greedy
+/// tokens, the next-token distributions stay within a small KL divergence at every step (our
+/// prompt path multiplies in f32 and our attention groups query heads, so rounding differs).
 #[test]
-fn gemma3_greedy_matches_candle_for_32_tokens_with_its_activation() {
+fn gemma3_agrees_with_candle_over_32_greedy_steps_with_its_activation() {
     let path = common::model_path(GEMMA);
-    let model = load(GEMMA);
     let dec = common::decoder_with(&path, |s| s.activation = Activation::Silu);
-    let prompt = model.vocab.encode("def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n", true).unwrap();
+    let prompt = load(GEMMA).vocab.encode("def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n", true).unwrap();
     let m = Model { decoder: dec, ..load(GEMMA) };
-    let ours = common::hearth_greedy(&m, &prompt, 32);
-    let theirs = common::reference_greedy(&path, &prompt, 32);
-    assert_eq!(ours, theirs, "ours {:?} theirs {:?}", m.vocab.decode(&ours), m.vocab.decode(&theirs));
+    let (theirs, steps) = common::teacher_forced(&m, &path, &prompt, 32);
+    let mean_kl = steps.iter().map(|s| s.0).sum::<f64>() / steps.len() as f64;
+    for (i, &(kl, flip)) in steps.iter().enumerate() {
+        assert!(kl < 0.04, "step {i}: KL divergence from candle {kl}; all steps {steps:?}");
+        if let Some(gap) = flip {
+            assert!(gap < 0.2, "step {i}: candle preferred its token by {gap} logits; all steps {steps:?}");
+        }
+    }
+    assert!(mean_kl < 0.008, "mean KL divergence {mean_kl}");
+    // SiLU makes Gemma ramble, but it must still be text rather than one repeated token.
+    assert!(theirs.iter().collect::<std::collections::HashSet<_>>().len() > 8, "{}", m.vocab.decode(&theirs));
 }
 
 #[test]

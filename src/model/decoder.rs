@@ -195,21 +195,17 @@ impl Decoder {
         let total = k.dim(1)?;
         // Keys before `first` are invisible to every query of this chunk.
         let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
-        let k = k.narrow(1, first, total - first)?.contiguous()?;
-        let v = v.narrow(1, first, total - first)?.contiguous()?;
+        // Views of the cache, not copies: a copy per layer per token grew with the context.
+        let k = k.narrow(1, first, total - first)?;
+        let v = v.narrow(1, first, total - first)?;
         let t = total - first;
         let group = spec.n_head / spec.n_kv_head;
         let hd = spec.head_dim;
-        // Each query head gets its key/value head repeated, so every head is its own batch entry
-        // (the layout llama.cpp and candle use, which keeps results comparable with theirs).
-        let repeat = |x: Tensor| -> Res<Tensor> {
-            if group == 1 {
-                return Ok(x);
-            }
-            x.unsqueeze(1)?.expand((spec.n_kv_head, group, t, hd))?.contiguous()?.reshape((spec.n_head, t, hd))
-        };
-        let (k, v) = (repeat(k)?, repeat(v)?);
-        let scores = (q.matmul(&k.t()?)? / spec.attn_divisor)?;
+        // Query heads that share a key/value head are adjacent, so `[n_head, n, hd]` reshapes to
+        // `[n_kv_head, group * n, hd]`: one batched matmul per key/value head, without repeating
+        // keys and values for every query head.
+        let qg = q.reshape((spec.n_kv_head, group * n, hd))?;
+        let scores = (qg.matmul(&k.t()?)? / spec.attn_divisor)?.reshape((spec.n_head, n, t))?;
         // A single query sees exactly the keys kept above; only chunks need a mask.
         let scores = if n > 1 {
             let mut m = vec![0f32; n * t];
@@ -227,8 +223,8 @@ impl Decoder {
         } else {
             scores
         };
-        let p = super::kernels::softmax_last_dim(&scores)?;
-        let o = p.matmul(&v)?; // [n_head, n, hd]
+        let p = super::kernels::softmax_last_dim(&scores)?.reshape((spec.n_kv_head, group * n, t))?;
+        let o = p.matmul(&v)?.reshape((spec.n_head, n, hd))?;
         o.transpose(0, 1)?.reshape((n, spec.n_head * hd))
     }
 
