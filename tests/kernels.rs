@@ -69,6 +69,23 @@ fn q8_0_matches_the_f32_reference_and_candle_bit_for_bit() {
     }
 }
 
+/// A row's result must not depend on how many rows share its tile: a sequence decoded alone
+/// and in a batch gets the same numbers (so the same greedy text).
+#[test]
+fn a_row_gets_the_same_result_alone_and_in_a_tile() {
+    let dev = Device::Cpu;
+    for ty in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+        let (k, n) = (608, 37);
+        let w = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap(), ty).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (7, k), &dev).unwrap();
+        let all = kernels::matmul(&w, &x).unwrap().to_vec2::<f32>().unwrap();
+        for r in 0..7 {
+            let alone = kernels::matmul(&w, &x.narrow(0, r, 1).unwrap()).unwrap().to_vec2::<f32>().unwrap();
+            assert_eq!(alone[0], all[r], "{ty:?}: row {r} alone and among 7");
+        }
+    }
+}
+
 #[test]
 fn other_types_and_shapes_are_left_to_candle() {
     let dev = Device::Cpu;

@@ -12,8 +12,8 @@ pub const BYTES: usize = 20;
 /// One weight row against `dst.len()` (≤ TILE) activation rows stored one after another.
 pub fn dot_rows(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: AVX2 and FMA are present; the slices hold `blocks` blocks per row as the callee reads them.
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+        // SAFETY: AVX2, FMA and F16C are present; the slices hold `blocks` blocks per row as the callee reads them.
         unsafe { avx2::dot_rows(wrow, q, blocks, dst) };
         return;
     }
@@ -41,52 +41,94 @@ fn scales(w: &[u8]) -> (f32, f32) {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{scales, QRows, BYTES};
+    use super::{QRows, BYTES};
 
-    /// As llama.cpp does: each row keeps eight float partial sums across blocks (one FMA of the
-    /// block's integer dot product by its two scales) and the minimum terms in a scalar; the
-    /// lanes are added once at the end. Rounding differs from candle's block-by-block scalar
-    /// sum in the last bits.
-    #[target_feature(enable = "avx2,fma")]
+    /// As llama.cpp does: each row keeps float partial sums across blocks in vector lanes (one
+    /// FMA of the block's integer dot product by its two scales) and the minimum terms beside
+    /// them; the lanes are added once at the end. Rounding differs from candle's block-by-block
+    /// scalar sum in the last bits.
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_rows(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
         match dst.len() {
-            1 => tile::<1>(wrow, q, blocks, dst),
+            1 => one(wrow, q, blocks, dst),
             2 => tile::<2>(wrow, q, blocks, dst),
             3 => tile::<3>(wrow, q, blocks, dst),
             _ => tile::<4>(wrow, q, blocks, dst),
         }
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    /// One activation row (a decode step): memory-bound, so the per-block work is kept short:
+    /// both f16 scales convert in one instruction, the minimum term accumulates in a vector lane
+    /// beside the scale product, and two blocks go into two accumulators per pass.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn one(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
+        assert!(wrow.len() >= blocks * BYTES && q.qs.len() >= blocks && q.d.len() >= blocks && q.s.len() >= blocks);
+        let ones = _mm256_set1_epi16(1);
+        let (mut acc, mut mins) = ([_mm256_setzero_ps(); 2], _mm_setzero_ps());
+        let block = |b: usize, acc: &mut __m256, mins: &mut __m128| {
+            // SAFETY: b < blocks, and every slice holds `blocks` blocks (asserted above).
+            let w = wrow.as_ptr().add(b * BYTES);
+            let sc = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(w as *const i32)));
+            let ys = _mm_unpacklo_ps(_mm_load_ss(q.d.as_ptr().add(b)), _mm_load_ss(q.s.as_ptr().add(b)));
+            // [dw * dy, mw * sy]
+            let prod = _mm_mul_ps(sc, ys);
+            *mins = _mm_add_ps(*mins, prod);
+            let packed = _mm_loadu_si128(w.add(4) as *const __m128i);
+            let both = _mm256_insertf128_si256::<1>(_mm256_castsi128_si256(packed), _mm_srli_epi16(packed, 4));
+            let wq = _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+            let yq = _mm256_loadu_si256(q.qs.as_ptr().add(b) as *const __m256i);
+            let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(wq, yq), ones));
+            *acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(prod), p, *acc);
+        };
+        let mut b = 0;
+        while b + 2 <= blocks {
+            let [a0, a1] = &mut acc;
+            block(b, a0, &mut mins);
+            block(b + 1, a1, &mut mins);
+            b += 2;
+        }
+        if b < blocks {
+            block(b, &mut acc[0], &mut mins);
+        }
+        let mut lanes = [0f32; 4];
+        _mm_storeu_ps(lanes.as_mut_ptr(), mins);
+        dst[0] = hsum(_mm256_add_ps(acc[0], acc[1])) + lanes[1];
+    }
+
+    /// Up to [`TILE`](super::TILE) rows sharing each weight block's unpacking, with exactly the
+    /// arithmetic of [`one`] per row (the same two accumulators by block parity), so a row gets
+    /// the same result alone and in a batch.
+    #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn tile<const R: usize>(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
-        let mut acc = [_mm256_setzero_ps(); R];
-        let mut mins = [0f32; R];
+        assert!(wrow.len() >= blocks * BYTES && q.qs.len() >= R * blocks && q.d.len() >= R * blocks && q.s.len() >= R * blocks);
         let ones = _mm256_set1_epi16(1);
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        let mut mins = [_mm_setzero_ps(); R];
         for b in 0..blocks {
-            let w = &wrow[b * BYTES..(b + 1) * BYTES];
-            let (dw, mw) = scales(w);
-            let wq = unpack(w);
+            // SAFETY: b < blocks and r < R; the slices hold R rows of `blocks` blocks (asserted).
+            let w = wrow.as_ptr().add(b * BYTES);
+            let sc = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(w as *const i32)));
+            let packed = _mm_loadu_si128(w.add(4) as *const __m128i);
+            let both = _mm256_insertf128_si256::<1>(_mm256_castsi128_si256(packed), _mm_srli_epi16(packed, 4));
+            let wq = _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
             for r in 0..R {
                 let at = r * blocks + b;
-                let yq = _mm256_loadu_si256(q.qs[at].as_ptr() as *const __m256i);
+                let ys = _mm_unpacklo_ps(_mm_load_ss(q.d.as_ptr().add(at)), _mm_load_ss(q.s.as_ptr().add(at)));
+                let prod = _mm_mul_ps(sc, ys);
+                mins[r] = _mm_add_ps(mins[r], prod);
+                let yq = _mm256_loadu_si256(q.qs.as_ptr().add(at) as *const __m256i);
                 let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(wq, yq), ones));
-                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * q.d[at]), p, acc[r]);
-                mins[r] += mw * q.s[at];
+                let a = &mut acc[r][b & 1];
+                *a = _mm256_fmadd_ps(_mm256_broadcastss_ps(prod), p, *a);
             }
         }
         for r in 0..R {
-            dst[r] = hsum(acc[r]) + mins[r];
+            let mut lanes = [0f32; 4];
+            _mm_storeu_ps(lanes.as_mut_ptr(), mins[r]);
+            dst[r] = hsum(_mm256_add_ps(acc[r][0], acc[r][1])) + lanes[1];
         }
-    }
-
-    /// The 32 weights of a Q4_1 block as bytes: low nibbles are weights 0..16, high 16..32.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn unpack(w: &[u8]) -> __m256i {
-        let packed = _mm_loadu_si128(w.as_ptr().add(4) as *const __m128i);
-        let both = _mm256_insertf128_si256::<1>(_mm256_castsi128_si256(packed), _mm_srli_epi16(packed, 4));
-        _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
     }
 
     #[target_feature(enable = "avx2")]
