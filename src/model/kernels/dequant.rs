@@ -12,6 +12,8 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Result, Tensor};
 use half::f16;
 
+use super::OutPtr;
+
 /// Activation rows from which this path is used instead of candle's kernels, and instead of ours.
 pub const MIN_ROWS: usize = 16;
 pub const MIN_ROWS_OWN: usize = 128;
@@ -55,19 +57,6 @@ fn to_f32(ty: GgmlDType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
-/// The f32 buffer the pool's workers fill, each its own rows.
-#[derive(Clone, Copy)]
-struct Buf(*mut f32);
-// SAFETY: workers write disjoint row ranges (see `matmul`).
-unsafe impl Send for Buf {}
-unsafe impl Sync for Buf {}
-
-impl Buf {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// `x` `[m, k]` times the transpose of `w` `[n, k]` → `[m, n]`, in f32.
 pub fn matmul(w: &QTensor, x: &Tensor) -> Result<Tensor> {
     let (n, k) = w.shape().dims2()?;
@@ -87,7 +76,7 @@ pub fn matmul(w: &QTensor, x: &Tensor) -> Result<Tensor> {
     for first in (0..n).step_by(slab) {
         let rows = slab.min(n - first);
         let mut buf = vec![0f32; rows * k];
-        let ptr = Buf(buf.as_mut_ptr());
+        let ptr = OutPtr(buf.as_mut_ptr());
         let failed = std::sync::atomic::AtomicBool::new(false);
         candle_core::utils::barrier_pool().execute_chunked(rows, |range| {
             let bytes = &data[(first + range.start) * row_bytes..(first + range.end) * row_bytes];

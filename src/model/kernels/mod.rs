@@ -116,10 +116,10 @@ pub fn matmul(w: &QTensor, x: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(out, (m, n), x.device())
 }
 
-/// The output buffer, shared with the pool's workers, each writing its own columns.
+/// An output buffer shared with the pool's workers, each writing its own part of it.
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
-// SAFETY: workers write disjoint columns (see `matmul`).
+// SAFETY: callers have workers write disjoint parts (see `matmul` and `dequant::matmul`).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
