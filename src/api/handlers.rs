@@ -77,11 +77,11 @@ async fn validated(
     headers: &HeaderMap,
     f: impl FnOnce(&ModelInfo) -> Result<Plan, ApiError> + Send + 'static,
 ) -> Result<Plan, ApiError> {
-    let e = engine.clone();
+    let (e, started) = (engine.clone(), std::time::Instant::now());
     let plan = tokio::task::spawn_blocking(move || f(e.info())).await.map_err(ApiError::internal)?;
     if plan.is_err() {
         if let Some(ledger) = st.ledger() {
-            Recorder::new(ledger, endpoint, headers, engine.info()).refused(&engine.info().id).await;
+            Recorder::new(ledger, endpoint, headers, engine.info()).refused(&engine.info().id, started.elapsed()).await;
         }
     }
     plan

@@ -30,12 +30,12 @@ fn params<'a>(q: &'a HashMap<String, String>, known: &[&str]) -> Result<impl Fn(
     Ok(move |k: &str| q.get(k).map(String::as_str).filter(|v| !v.is_empty()))
 }
 
-fn filter(get: &impl Fn(&str) -> Option<String>) -> Result<Filter, ApiError> {
+fn filter<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Filter, ApiError> {
     let now = chrono::Utc::now().timestamp_millis();
     let time = |name: &str| -> Result<Option<i64>, ApiError> {
-        get(name).map(|v| report::parse_since(&v, now).map_err(|e| ApiError::invalid(name, e.to_string()))).transpose()
+        get(name).map(|v| report::parse_since(v, now).map_err(|e| ApiError::invalid(name, e.to_string()))).transpose()
     };
-    Ok(Filter { since_ms: time("since")?, until_ms: time("until")?, model: get("model") })
+    Ok(Filter { since_ms: time("since")?, until_ms: time("until")?, model: get("model").map(str::to_owned) })
 }
 
 fn number(v: Option<&str>, name: &str, max: usize, default: usize) -> Result<usize, ApiError> {
@@ -64,7 +64,7 @@ async fn read<T: Send + 'static>(l: std::sync::Arc<Ledger>, f: impl FnOnce(&Ledg
 pub async fn rows(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
     let l = ledger(&st)?;
     let get = params(&q, &["since", "until", "model", "limit", "offset"])?;
-    let f = filter(&|k| get(k).map(str::to_owned))?;
+    let f = filter(&get)?;
     let limit = number(get("limit"), "limit", MAX_LIMIT, 100)?;
     let offset = number(get("offset"), "offset", usize::MAX >> 1, 0)?;
     let (data, total) = read(l, move |l| l.rows(&f, limit, offset)).await?;
@@ -75,7 +75,7 @@ pub async fn rows(State(st): State<AppState>, Query(q): Query<HashMap<String, St
 pub async fn summary(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
     let l = ledger(&st)?;
     let get = params(&q, &["since", "until", "model", "group_by"])?;
-    let f = filter(&|k| get(k).map(str::to_owned))?;
+    let f = filter(&get)?;
     let by = group_by(get("group_by"))?;
     let s = read(l, move |l| l.summary(&f, by)).await?;
     Ok(Json(s).into_response())
@@ -84,7 +84,7 @@ pub async fn summary(State(st): State<AppState>, Query(q): Query<HashMap<String,
 pub async fn dashboard(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
     let l = ledger(&st)?;
     let get = params(&q, &["since"])?;
-    let f = filter(&|k| get(k).map(str::to_owned))?;
+    let f = filter(&get)?;
     let (days, models) = read(l, move |l| Ok((l.summary(&f, GroupBy::Day)?, l.summary(&f, GroupBy::Model)?))).await?;
     Ok(Html(dashboard::page(&days, &models)).into_response())
 }

@@ -3,13 +3,13 @@
 //! one whose client left is recorded as cancelled when its reply is dropped.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use axum::http::{header, HeaderMap};
 use sha2::{Digest, Sha256};
 
 use crate::engine::{FinishReason, Meter, ModelInfo};
-use crate::ledger::{Entry, Ledger, Outcome, PromptText};
+use crate::ledger::{Cost, Entry, Ledger, Outcome, PromptText};
 
 use super::respond::Reply;
 
@@ -23,7 +23,6 @@ pub struct Recorder {
     energy_method: crate::ledger::EnergyMethod,
     meters: Vec<Arc<Meter>>,
     cloud_prompt: Option<PromptText>,
-    pub(super) started: Instant,
     recorded: bool,
 }
 
@@ -38,7 +37,6 @@ impl Recorder {
             energy_method: info.energy_method,
             meters: Vec::new(),
             cloud_prompt: None,
-            started: Instant::now(),
             recorded: false,
         }
     }
@@ -47,11 +45,10 @@ impl Recorder {
         self.meters = meters;
         self.cloud_prompt = Some(cloud_prompt);
     }
-}
 
-impl Recorder {
-    /// Records a request refused before it reached the engine: no tokens, no energy.
-    pub async fn refused(self, model: &str) {
+    /// Records a request refused before it reached the engine (after `took` of validation): no
+    /// tokens, no energy.
+    pub async fn refused(self, model: &str, took: Duration) {
         let entry = Entry {
             id: format!("refused-{:016x}", rand::random::<u64>()),
             endpoint: self.endpoint.to_owned(),
@@ -65,7 +62,7 @@ impl Recorder {
             generated_tokens: 0,
             queue_ms: 0.0,
             ttft_ms: None,
-            total_ms: self.started.elapsed().as_secs_f64() * 1e3,
+            total_ms: took.as_secs_f64() * 1e3,
             energy_j: 0.0,
             energy_method: self.energy_method,
             busy_s: 0.0,
@@ -73,11 +70,23 @@ impl Recorder {
             prompt_text: None,
             completion_text: String::new(),
         };
-        let ledger = self.ledger.clone();
-        match tokio::task::spawn_blocking(move || ledger.record(entry)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!("could not record a refused request in the ledger: {e}"),
-            Err(e) => tracing::error!("recording a refused request panicked: {e}"),
+        commit(self.ledger, entry).await;
+    }
+}
+
+/// Prices and stores `entry` off the async runtime; a ledger that cannot write is logged, and
+/// the answer goes out all the same.
+async fn commit(ledger: Arc<Ledger>, entry: Entry) -> Option<Cost> {
+    let id = entry.id.clone();
+    match tokio::task::spawn_blocking(move || ledger.record(entry)).await {
+        Ok(Ok(cost)) => Some(cost),
+        Ok(Err(e)) => {
+            tracing::error!("could not record request {id} in the ledger: {e}");
+            None
+        }
+        Err(e) => {
+            tracing::error!("recording request {id} panicked: {e}");
+            None
         }
     }
 }
@@ -122,7 +131,7 @@ impl Reply {
             generated_tokens: u.completion_tokens as u64,
             queue_ms: queue.as_secs_f64() * 1e3,
             ttft_ms: self.first_token.map(|d| d.as_secs_f64() * 1e3),
-            total_ms: r.started.elapsed().as_secs_f64() * 1e3,
+            total_ms: self.started.elapsed().as_secs_f64() * 1e3,
             energy_j: r.meters.iter().map(|m| m.joules()).sum(),
             energy_method: r.energy_method,
             busy_s: r.meters.iter().map(|m| m.busy_secs()).sum(),
@@ -139,11 +148,7 @@ impl Reply {
         r.recorded = true;
         let r = self.recorder.as_ref().expect("checked above");
         let (ledger, entry) = (r.ledger.clone(), self.entry(r, outcome));
-        match tokio::task::spawn_blocking(move || ledger.record(entry)).await {
-            Ok(Ok(cost)) => self.cost = Some(cost),
-            Ok(Err(e)) => tracing::error!("could not record request {} in the ledger: {e}", self.id),
-            Err(e) => tracing::error!("recording request {} panicked: {e}", self.id),
-        }
+        self.cost = commit(ledger, entry).await;
     }
 
     /// The outcome the choices' finish reasons add up to.

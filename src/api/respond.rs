@@ -52,7 +52,8 @@ pub struct Reply {
     pub recorder: Option<Recorder>,
     /// Known once the request is recorded.
     pub cost: Option<Cost>,
-    /// From arrival to the first generated token of any choice.
+    /// When the request was submitted, and from then to the first generated token of any choice.
+    pub started: Instant,
     pub first_token: Option<Duration>,
 }
 
@@ -66,7 +67,7 @@ impl Reply {
         let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let id = format!("{prefix}-{:016x}", rand::random::<u64>());
         let choices = (0..plan.requests.len() * plan.n).map(|_| Choice::default()).collect();
-        Self { kind, id, created, model, plan, vocab, metrics, choices, recorder, cost: None, first_token: None }
+        Self { kind, id, created, model, plan, vocab, metrics, choices, recorder, cost: None, started: Instant::now(), first_token: None }
     }
 
     /// Applies one event; returns an error message when the engine failed the choice.
@@ -80,10 +81,7 @@ impl Reply {
             Event::PromptLogprobs { logprobs, .. } => c.prompt_logprobs = logprobs.clone(),
             Event::Token { text, logprob, .. } => {
                 c.generated += 1;
-                if self.first_token.is_none() {
-                    let since = self.recorder.as_ref().map_or(Instant::now(), |r| r.started);
-                    self.first_token = Some(since.elapsed());
-                }
+                self.first_token.get_or_insert_with(|| self.started.elapsed());
                 c.text.push_str(text);
                 c.logprobs.extend(logprob.clone());
             }

@@ -146,7 +146,9 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { max_running: 8, queue: 64, step_tokens: 512, prefix_cache: 8, watts_per_core: 65.0 / 8.0 }
+        // The built-in price table's TDP assumption, so the engine and the ledger agree.
+        let watts_per_core = crate::ledger::PriceTable::built_in().local.watts_per_core();
+        Self { max_running: 8, queue: 64, step_tokens: 512, prefix_cache: 8, watts_per_core }
     }
 }
 

@@ -106,12 +106,12 @@ impl Scheduler {
                 chunks.push(Chunk { tokens: &s.tokens[slot.start..slot.start + slot.len], cache: &mut s.cache, logits: slot.logits });
             }
         }
-        let fed: usize = slots.iter().map(|s| s.len).sum();
+        let lens: Vec<usize> = slots.iter().map(|s| s.len).collect();
+        let fed: usize = lens.iter().sum();
         let (joules, started) = (self.energy.read(), Instant::now());
         let result = self.model.decoder.forward(&mut chunks);
         drop(chunks);
         let (joules, secs) = (self.energy.read() - joules, started.elapsed().as_secs_f64());
-        let lens: Vec<usize> = slots.iter().map(|s| s.len).collect();
         for (slot, (j, t)) in slots.iter().zip(step_shares(&lens, joules, secs)) {
             self.running[slot.seq].meter.add(j, t);
         }

@@ -59,17 +59,8 @@ fn to_f32(ty: GgmlDType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
 
 /// `x` `[m, k]` times the transpose of `w` `[n, k]` → `[m, n]`, in f32.
 pub fn matmul(w: &QTensor, x: &Tensor) -> Result<Tensor> {
-    let (n, k) = w.shape().dims2()?;
-    let (_, xk) = x.dims2()?;
-    if xk != k {
-        candle_core::bail!("quantized matmul: input has {xk} columns, weight {k}");
-    }
+    let (data, n, k, row_bytes) = super::weight_rows(w, x)?;
     let ty = w.dtype();
-    let row_bytes = k / ty.block_size() * ty.type_size();
-    let data = w.data()?;
-    if data.len() < n * row_bytes {
-        candle_core::bail!("quantized matmul: weight holds {} bytes, {} needed", data.len(), n * row_bytes);
-    }
     let x = x.contiguous()?;
     let slab = (SLAB / k).clamp(1, n);
     let mut parts = Vec::with_capacity(n.div_ceil(slab));

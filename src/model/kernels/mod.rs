@@ -71,14 +71,11 @@ pub fn supports(w: &QTensor, x: &Tensor) -> bool {
 
 /// `x` `[m, k]` times the transpose of `w` `[n, k]` → `[m, n]`.
 pub fn matmul(w: &QTensor, x: &Tensor) -> Result<Tensor> {
-    let (n, k) = w.shape().dims2()?;
-    let (m, xk) = x.dims2()?;
-    if xk != k {
-        candle_core::bail!("quantized matmul: input has {xk} columns, weight {k}");
-    }
-    let (bytes, dot): (usize, fn(&[u8], QRows, usize, &mut [f32])) = match w.dtype() {
-        GgmlDType::Q4_1 => (q4_1::BYTES, q4_1::dot_rows),
-        GgmlDType::Q8_0 => (q8_0::BYTES, q8_0::dot_rows),
+    let (data, n, k, row_bytes) = weight_rows(w, x)?;
+    let m = x.dim(0)?;
+    let dot: fn(&[u8], QRows, usize, &mut [f32]) = match w.dtype() {
+        GgmlDType::Q4_1 => q4_1::dot_rows,
+        GgmlDType::Q8_0 => q8_0::dot_rows,
         t => candle_core::bail!("no hearth kernel for {t:?}"),
     };
     let x = x.contiguous()?;
@@ -92,12 +89,7 @@ pub fn matmul(w: &QTensor, x: &Tensor) -> Result<Tensor> {
         quantize(row, &mut qs[at.clone()], &mut d[at.clone()], &mut s[at]);
     }
     let q = QRows { qs: &qs, d: &d, s: &s };
-    let data = w.data()?;
     let wbytes: &[u8] = &data;
-    let row_bytes = blocks * bytes;
-    if wbytes.len() < n * row_bytes {
-        candle_core::bail!("quantized matmul: weight holds {} bytes, {} needed", wbytes.len(), n * row_bytes);
-    }
     // Results are stored column-major: each output column is one weight row.
     let mut out_t = vec![0f32; n * m];
     let out = OutPtr(out_t.as_mut_ptr());
@@ -114,6 +106,23 @@ pub fn matmul(w: &QTensor, x: &Tensor) -> Result<Tensor> {
     });
     let out = if m == 1 { out_t } else { transpose(&out_t, n, m) };
     Tensor::from_vec(out, (m, n), x.device())
+}
+
+/// The bytes of weight `w` `[n, k]` checked against input `x` `[m, k]`: with `n`, `k` and the
+/// bytes of one weight row.
+fn weight_rows<'a>(w: &'a QTensor, x: &Tensor) -> Result<(std::borrow::Cow<'a, [u8]>, usize, usize, usize)> {
+    let (n, k) = w.shape().dims2()?;
+    let (_, xk) = x.dims2()?;
+    if xk != k {
+        candle_core::bail!("quantized matmul: input has {xk} columns, weight {k}");
+    }
+    let ty = w.dtype();
+    let row_bytes = k / ty.block_size() * ty.type_size();
+    let data = w.data()?;
+    if data.len() < n * row_bytes {
+        candle_core::bail!("quantized matmul: weight holds {} bytes, {} needed", data.len(), n * row_bytes);
+    }
+    Ok((data, n, k, row_bytes))
 }
 
 /// An output buffer shared with the pool's workers, each writing its own part of it.

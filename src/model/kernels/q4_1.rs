@@ -50,55 +50,17 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_rows(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
         match dst.len() {
-            1 => one(wrow, q, blocks, dst),
+            1 => tile::<1>(wrow, q, blocks, dst),
             2 => tile::<2>(wrow, q, blocks, dst),
             3 => tile::<3>(wrow, q, blocks, dst),
             _ => tile::<4>(wrow, q, blocks, dst),
         }
     }
 
-    /// One activation row (a decode step): memory-bound, so the per-block work is kept short:
-    /// both f16 scales convert in one instruction, the minimum term accumulates in a vector lane
-    /// beside the scale product, and two blocks go into two accumulators per pass.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn one(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
-        assert!(wrow.len() >= blocks * BYTES && q.qs.len() >= blocks && q.d.len() >= blocks && q.s.len() >= blocks);
-        let ones = _mm256_set1_epi16(1);
-        let (mut acc, mut mins) = ([_mm256_setzero_ps(); 2], _mm_setzero_ps());
-        let block = |b: usize, acc: &mut __m256, mins: &mut __m128| {
-            // SAFETY: b < blocks, and every slice holds `blocks` blocks (asserted above).
-            let w = wrow.as_ptr().add(b * BYTES);
-            let sc = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(w as *const i32)));
-            let ys = _mm_unpacklo_ps(_mm_load_ss(q.d.as_ptr().add(b)), _mm_load_ss(q.s.as_ptr().add(b)));
-            // [dw * dy, mw * sy]
-            let prod = _mm_mul_ps(sc, ys);
-            *mins = _mm_add_ps(*mins, prod);
-            let packed = _mm_loadu_si128(w.add(4) as *const __m128i);
-            let both = _mm256_insertf128_si256::<1>(_mm256_castsi128_si256(packed), _mm_srli_epi16(packed, 4));
-            let wq = _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
-            let yq = _mm256_loadu_si256(q.qs.as_ptr().add(b) as *const __m256i);
-            let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(wq, yq), ones));
-            *acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(prod), p, *acc);
-        };
-        let mut b = 0;
-        while b + 2 <= blocks {
-            let [a0, a1] = &mut acc;
-            block(b, a0, &mut mins);
-            block(b + 1, a1, &mut mins);
-            b += 2;
-        }
-        if b < blocks {
-            block(b, &mut acc[0], &mut mins);
-        }
-        let mut lanes = [0f32; 4];
-        _mm_storeu_ps(lanes.as_mut_ptr(), mins);
-        dst[0] = hsum(_mm256_add_ps(acc[0], acc[1])) + lanes[1];
-    }
-
-    /// Up to [`TILE`](super::TILE) rows sharing each weight block's unpacking, with exactly the
-    /// arithmetic of [`one`] per row (the same two accumulators by block parity), so a row gets
-    /// the same result alone and in a batch.
+    /// `R` rows sharing each weight block's unpacking. Per row: both f16 scales convert in one
+    /// instruction, the minimum term accumulates in a vector lane beside the scale product, and
+    /// blocks alternate between two accumulators; the arithmetic of a row does not depend on `R`,
+    /// so a row gets the same result alone and in a batch.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn tile<const R: usize>(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {

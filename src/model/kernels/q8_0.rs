@@ -35,23 +35,34 @@ mod avx2 {
 
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_rows(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
-        if dst.len() == 1 {
-            return one(wrow, q, blocks, dst);
+        match dst.len() {
+            1 => tile::<1>(wrow, q, blocks, dst),
+            2 => tile::<2>(wrow, q, blocks, dst),
+            3 => tile::<3>(wrow, q, blocks, dst),
+            _ => tile::<TILE>(wrow, q, blocks, dst),
         }
-        let rows = dst.len();
-        let mut acc = [_mm256_setzero_ps(); TILE];
+    }
+
+    /// `R` rows against each weight block, loaded once: candle's arithmetic in candle's order
+    /// for every row, without bounds checks in the loop.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn tile<const R: usize>(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
+        assert!(wrow.len() >= blocks * BYTES && q.qs.len() >= R * blocks && q.d.len() >= R * blocks && dst.len() >= R);
+        let mut acc = [_mm256_setzero_ps(); R];
         let ones = _mm256_set1_epi16(1);
         for b in 0..blocks {
-            let w = &wrow[b * BYTES..(b + 1) * BYTES];
-            let dw = f16::from_le_bytes([w[0], w[1]]).to_f32();
-            let bx = _mm256_loadu_si256(w.as_ptr().add(2) as *const __m256i);
+            // SAFETY: b < blocks and r < R; the slices hold R rows of `blocks` blocks (asserted).
+            let w = wrow.as_ptr().add(b * BYTES);
+            let dw = f16::from_bits(std::ptr::read_unaligned(w as *const u16)).to_f32();
+            let bx = _mm256_loadu_si256(w.add(2) as *const __m256i);
             let ax = _mm256_sign_epi8(bx, bx);
-            for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+            for (r, acc) in acc.iter_mut().enumerate() {
                 let at = r * blocks + b;
-                let by = _mm256_loadu_si256(q.qs[at].as_ptr() as *const __m256i);
+                let by = _mm256_loadu_si256(q.qs.as_ptr().add(at) as *const __m256i);
                 let sy = _mm256_sign_epi8(by, bx);
                 let dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(ones, _mm256_maddubs_epi16(ax, sy)));
-                *acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * q.d[at]), dot, *acc);
+                *acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * *q.d.get_unchecked(at)), dot, *acc);
             }
         }
         for (d, acc) in dst.iter_mut().zip(acc) {
@@ -67,28 +78,5 @@ mod avx2 {
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_movehdup_ps(s));
         _mm_cvtss_f32(s)
-    }
-
-    /// One activation row (a decode step): candle's arithmetic in candle's order, as for more
-    /// rows, so a sequence decoded alone and in a batch gets the same numbers; only the bounds
-    /// checks are gone.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn one(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
-        assert!(wrow.len() >= blocks * BYTES && q.qs.len() >= blocks && q.d.len() >= blocks);
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm256_setzero_ps();
-        for b in 0..blocks {
-            // SAFETY: b < blocks, and every slice holds `blocks` blocks (asserted above).
-            let w = wrow.as_ptr().add(b * BYTES);
-            let dw = f16::from_bits(std::ptr::read_unaligned(w as *const u16)).to_f32();
-            let bx = _mm256_loadu_si256(w.add(2) as *const __m256i);
-            let ax = _mm256_sign_epi8(bx, bx);
-            let by = _mm256_loadu_si256(q.qs.as_ptr().add(b) as *const __m256i);
-            let sy = _mm256_sign_epi8(by, bx);
-            let dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(ones, _mm256_maddubs_epi16(ax, sy)));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * *q.d.get_unchecked(b)), dot, acc);
-        }
-        dst[0] = hsum(acc);
     }
 }
