@@ -14,6 +14,9 @@ use hearth::ledger::{report, Filter, GroupBy, Ledger, PriceTable};
 use hearth::model::device::DeviceChoice;
 use hearth::model::{ChatMessage, Model};
 
+#[path = "cli/measure.rs"]
+mod measure;
+
 #[derive(Parser)]
 #[command(name = "hearth", version, about = "Local inference for small quantized models, with a cost ledger against cloud APIs")]
 struct Cli {
@@ -75,6 +78,11 @@ enum Command {
         #[arg(long, default_value_t = 512)]
         ctx: usize,
     },
+    /// Write a GGUF file's weights at another precision, with llama.cpp's per-tensor choices.
+    Quantize(measure::QuantizeArgs),
+    /// Compare variants of a model: size, speed, memory, quality against the highest-precision
+    /// one, and local cost per 1M generated tokens against cloud prices.
+    Bench(measure::BenchArgs),
 }
 
 #[derive(Args)]
@@ -212,8 +220,10 @@ fn main() {
         Command::Serve(args) => serve(args),
         Command::Pull { models } => pull(&models),
         Command::List => list(),
-        Command::Perplexity { model, file, ctx } => perplexity(&model, &file, ctx),
-        Command::Speed { model, pp, tg, reps, json } => speed(&model, pp, tg, reps, json),
+        Command::Perplexity { model, file, ctx } => measure::perplexity(&model, &file, ctx),
+        Command::Speed { model, pp, tg, reps, json } => measure::speed(&model, pp, tg, reps, json),
+        Command::Quantize(args) => measure::quantize(&args),
+        Command::Bench(args) => measure::bench(&args),
         Command::Costs { since, by, format, ledger } => costs(since.as_deref(), by, format, &ledger),
     };
     if let Err(e) = result {
@@ -339,29 +349,6 @@ fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-fn speed(args: &ModelArgs, pp: usize, tg: usize, reps: usize, json: bool) -> Result<()> {
-    let model = load(args)?;
-    let ctx = model.decoder.spec.context_length;
-    if pp > ctx || tg > ctx {
-        bail!("-p {pp} and -n {tg} must each fit the context of {ctx} tokens");
-    }
-    let s = hearth::bench::speed::measure(&model, pp, tg, reps)?;
-    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_default();
-    let rss = hearth::bench::speed::peak_rss();
-    if json {
-        println!("{}", serde_json::json!({ "pp": pp, "tg": tg, "pp_tps": s.pp_tps, "tg_tps": s.tg_tps, "threads": threads, "peak_rss": rss, "reps": reps }));
-    } else {
-        if pp > 0 {
-            println!("pp{pp}: {:.1} tok/s", s.pp_tps);
-        }
-        if tg > 0 {
-            println!("tg{tg}: {:.1} tok/s", s.tg_tps);
-        }
-        println!("threads {threads}, median of {reps}, peak RSS {:.1} MiB", rss as f64 / (1 << 20) as f64);
-    }
-    Ok(())
-}
-
 fn costs(since: Option<&str>, by: By, format: Format, args: &LedgerArgs) -> Result<()> {
     let path = args.path();
     if !path.exists() {
@@ -416,21 +403,5 @@ fn list() -> Result<()> {
         let at = path.map_or("not downloaded".to_string(), |p| p.display().to_string());
         println!("{:<28} {:<8} {:<8} {:>7.0}MB  {at}{mark}", e.id, e.arch, e.quant, e.size as f64 / 1e6);
     }
-    Ok(())
-}
-
-fn perplexity(args: &ModelArgs, file: &PathBuf, ctx: usize) -> Result<()> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let model = load(args)?;
-    let start = Instant::now();
-    let p = hearth::bench::perplexity::perplexity(&model, &text, ctx, |w, v| eprint!("[{w}]{v:.4} "))?;
-    eprintln!();
-    println!(
-        "perplexity: {:.4} ({} windows of {ctx} tokens, {} tokens scored, {:.1}s)",
-        p.value,
-        p.windows,
-        p.scored_tokens,
-        start.elapsed().as_secs_f64()
-    );
     Ok(())
 }

@@ -1,4 +1,9 @@
-//! Measuring models: perplexity, and speed as llama-bench measures it.
+//! Measuring models: perplexity, speed as llama-bench measures it, KL divergence against a
+//! reference variant, and `hearth bench`'s comparison of quantization levels against cloud prices.
 
+pub mod charts;
+pub mod compare;
+pub mod kl;
 pub mod perplexity;
+pub mod report;
 pub mod speed;

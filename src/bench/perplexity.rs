@@ -10,9 +10,8 @@ pub struct Perplexity {
     pub scored_tokens: usize,
 }
 
-/// Perplexity of `text` under `model` with windows of `ctx` tokens; `on_window` sees the running
-/// value after each window.
-pub fn perplexity(model: &Model, text: &str, ctx: usize, mut on_window: impl FnMut(usize, f64)) -> Result<Perplexity, ModelError> {
+/// The text's windows of `ctx` tokens (at most `max` of them), BOS first where the model wants it.
+pub fn windows(model: &Model, text: &str, ctx: usize, max: Option<usize>) -> Result<Vec<Vec<u32>>, ModelError> {
     if ctx < 4 || ctx > model.decoder.spec.context_length {
         return Err(ModelError::Input(format!(
             "--ctx must be between 4 and the model's context length {}, got {ctx}",
@@ -20,32 +19,49 @@ pub fn perplexity(model: &Model, text: &str, ctx: usize, mut on_window: impl FnM
         )));
     }
     let tokens = model.vocab.encode(text, true).map_err(ModelError::Input)?;
-    let windows = tokens.len() / ctx;
-    if windows == 0 {
+    let n = (tokens.len() / ctx).min(max.unwrap_or(usize::MAX));
+    if n == 0 {
         return Err(ModelError::Input(format!("the text has {} tokens; at least --ctx = {ctx} are needed", tokens.len())));
     }
+    Ok((0..n)
+        .map(|w| {
+            let mut window = tokens[w * ctx..(w + 1) * ctx].to_vec();
+            if let (true, Some(bos)) = (model.vocab.add_bos, model.vocab.bos) {
+                window[0] = bos;
+            }
+            window
+        })
+        .collect())
+}
+
+/// The logits that predict the scored tokens of `window` (its second half), one row per token,
+/// with the token each row should predict.
+pub fn scored_logits(model: &Model, window: &[u32]) -> Result<Vec<(Vec<f32>, u32)>, ModelError> {
+    let ctx = window.len();
     let first = ctx / 2;
+    let mut cache = model.decoder.new_cache();
+    let mut chunk = [Chunk { tokens: window, cache: &mut cache, logits: Logits::From(first) }];
+    let logits = model.decoder.forward(&mut chunk)?.remove(0).expect("logits were asked for");
+    let rows = logits
+        .narrow(0, 0, ctx - 1 - first)
+        .and_then(|t| t.to_vec2::<f32>())
+        .map_err(|e| ModelError::candle("reading logits", e))?;
+    Ok(rows.into_iter().enumerate().map(|(j, row)| (row, window[first + j + 1])).collect())
+}
+
+/// Perplexity of `text` under `model` with windows of `ctx` tokens; `on_window` sees the running
+/// value after each window.
+pub fn perplexity(model: &Model, text: &str, ctx: usize, mut on_window: impl FnMut(usize, f64)) -> Result<Perplexity, ModelError> {
+    let windows = windows(model, text, ctx, None)?;
     let (mut nll, mut count) = (0f64, 0usize);
-    for w in 0..windows {
-        let mut window = tokens[w * ctx..(w + 1) * ctx].to_vec();
-        if let (true, Some(bos)) = (model.vocab.add_bos, model.vocab.bos) {
-            window[0] = bos;
-        }
-        let mut cache = model.decoder.new_cache();
-        let mut chunk = [Chunk { tokens: &window, cache: &mut cache, logits: Logits::From(first) }];
-        let logits = model.decoder.forward(&mut chunk)?.remove(0).expect("logits were asked for");
-        let rows = logits
-            .narrow(0, 0, ctx - 1 - first)
-            .and_then(|t| t.to_vec2::<f32>())
-            .map_err(|e| ModelError::candle("reading logits", e))?;
-        for (j, row) in rows.iter().enumerate() {
-            let target = window[first + j + 1] as usize;
-            nll -= log_softmax_at(row, target);
+    for (w, window) in windows.iter().enumerate() {
+        for (row, target) in scored_logits(model, window)? {
+            nll -= log_softmax_at(&row, target as usize);
             count += 1;
         }
         on_window(w + 1, (nll / count as f64).exp());
     }
-    Ok(Perplexity { value: (nll / count as f64).exp(), windows, scored_tokens: count })
+    Ok(Perplexity { value: (nll / count as f64).exp(), windows: windows.len(), scored_tokens: count })
 }
 
 /// log p(target) under softmax(row), in f64.

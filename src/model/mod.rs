@@ -6,9 +6,11 @@ pub mod decoder;
 pub mod device;
 pub mod fim;
 pub mod gguf;
+pub mod gguf_write;
 pub mod kernels;
 pub mod kv_cache;
 pub mod prompt;
+pub mod quantize;
 pub mod tensor_type;
 pub mod tokenizer;
 pub mod weights;
@@ -100,7 +102,7 @@ fn path_stem(p: &Path) -> String {
 
 /// The quantization named by `general.file_type` (llama.cpp's ftype), else the type holding
 /// most weight bytes outside the embedding.
-fn dominant_type(file: &GgufFile) -> String {
+pub fn dominant_type(file: &GgufFile) -> String {
     let named = match file.get("general.file_type").and_then(|v| v.as_u64()) {
         Some(0) => "F32",
         Some(1) => "F16",

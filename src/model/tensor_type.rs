@@ -67,6 +67,16 @@ impl TensorType {
     pub fn is_supported(self) -> bool {
         self.ggml_dtype().is_some()
     }
+
+    /// The on-disk id of a candle type.
+    pub fn of(dtype: candle_core::quantized::GgmlDType) -> Self {
+        (0..40).map(TensorType).find(|t| t.ggml_dtype() == Some(dtype)).expect("every candle type has a ggml id")
+    }
+
+    /// Whether the type is block-quantized (not a plain float type).
+    pub fn is_quantized(self) -> bool {
+        !matches!(self.0, 0 | 1 | 28 | 30)
+    }
 }
 
 impl std::fmt::Display for TensorType {

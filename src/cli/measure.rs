@@ -1,0 +1,213 @@
+//! The measuring subcommands: `speed`, `perplexity`, `quantize` and `bench`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use hearth::bench::compare::{self, Settings, SpeedRun, Step};
+use hearth::catalog;
+use hearth::model::quantize::{quantize as write_quantized, Target};
+use hearth::model::GgufFile;
+
+use crate::{load, LedgerArgs, ModelArgs};
+
+#[derive(Args)]
+pub struct QuantizeArgs {
+    /// The source: a catalog id, hf:OWNER/REPO/FILE.gguf or a .gguf path.
+    input: String,
+    /// The file to write.
+    output: PathBuf,
+    /// F16, Q8_0, Q6_K, Q5_K_M, Q5_1, Q5_0, Q4_K_M, Q4_1 or Q4_0 (llama.cpp's per-tensor choices).
+    #[arg(long = "type", short = 't')]
+    ty: Target,
+    /// Replace OUTPUT if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// A variant to compare (repeatable): catalog id, hf: reference or .gguf path.
+    #[arg(long = "model", short = 'm', required = true)]
+    models: Vec<String>,
+    /// Text to score quality on; default: the built-in corpus of source code (corpus/).
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    /// Prompt tokens processed in one batch.
+    #[arg(short = 'p', long, default_value_t = 512)]
+    pp: usize,
+    /// Tokens generated one at a time.
+    #[arg(short = 'n', long, default_value_t = 128)]
+    tg: usize,
+    /// Speed repetitions; the median is reported.
+    #[arg(short = 'r', long, default_value_t = 3)]
+    reps: usize,
+    /// Tokens per quality window (second half scored, as llama.cpp's perplexity does).
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
+    /// At most this many quality windows; default: as many as the corpus fills.
+    #[arg(long)]
+    chunks: Option<usize>,
+    /// Also write bench.csv, bench.json and SVG charts into this directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Where to compute: auto, cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "auto", env = "HEARTH_DEVICE")]
+    device: hearth::model::device::DeviceChoice,
+    #[command(flatten)]
+    prices: LedgerArgs,
+}
+
+fn threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(1)
+}
+
+pub fn speed(args: &ModelArgs, pp: usize, tg: usize, reps: usize, json: bool) -> Result<()> {
+    let start = Instant::now();
+    let model = load(args)?;
+    let load_s = start.elapsed().as_secs_f64();
+    let ctx = model.decoder.spec.context_length;
+    if pp > ctx || tg > ctx {
+        bail!("-p {pp} and -n {tg} must each fit the context of {ctx} tokens");
+    }
+    let s = hearth::bench::speed::measure(&model, pp, tg, reps)?;
+    let rss = hearth::bench::speed::peak_rss();
+    if json {
+        let threads = threads();
+        println!(
+            "{}",
+            serde_json::json!({ "pp": pp, "tg": tg, "pp_tps": s.pp_tps, "tg_tps": s.tg_tps, "threads": threads, "peak_rss": rss, "reps": reps, "load_s": load_s })
+        );
+    } else {
+        if pp > 0 {
+            println!("pp{pp}: {:.1} tok/s", s.pp_tps);
+        }
+        if tg > 0 {
+            println!("tg{tg}: {:.1} tok/s", s.tg_tps);
+        }
+        println!("threads {}, median of {reps}, peak RSS {:.1} MiB", threads(), rss as f64 / (1 << 20) as f64);
+    }
+    Ok(())
+}
+
+pub fn perplexity(args: &ModelArgs, file: &PathBuf, ctx: usize) -> Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let model = load(args)?;
+    let start = Instant::now();
+    let p = hearth::bench::perplexity::perplexity(&model, &text, ctx, |w, v| eprint!("[{w}]{v:.4} "))?;
+    eprintln!();
+    println!(
+        "perplexity: {:.4} ({} windows of {ctx} tokens, {} tokens scored, {:.1}s)",
+        p.value,
+        p.windows,
+        p.scored_tokens,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn bar(len: u64, template: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
+    bar
+}
+
+pub fn quantize(args: &QuantizeArgs) -> Result<()> {
+    let input = catalog::resolve(&args.input)?;
+    if args.output.exists() && !args.force {
+        bail!("{} exists; pass --force to replace it", args.output.display());
+    }
+    if input.canonicalize().ok() == args.output.canonicalize().ok() {
+        bail!("the output would overwrite the input {}", input.display());
+    }
+    let file = GgufFile::open(&input)?;
+    let start = Instant::now();
+    let progress = bar(file.tensors.len() as u64, "{bar:40} {pos}/{len} tensors {msg}");
+    let report = write_quantized(&file, &args.output, args.ty, threads(), |done, _, name| {
+        progress.set_position(done as u64);
+        progress.set_message(name.to_string());
+    })?;
+    progress.finish_and_clear();
+    let mib = |b: usize| b as f64 / (1 << 20) as f64;
+    println!(
+        "wrote {} ({}): {:.1} MiB of tensors from {:.1} MiB in {:.1}s; {}",
+        args.output.display(),
+        args.ty.name(),
+        mib(report.out_bytes),
+        mib(report.in_bytes),
+        start.elapsed().as_secs_f64(),
+        report.type_counts()
+    );
+    if report.fallbacks() > 0 {
+        println!("{} tensors have rows that do not fit a 256-block type and use llama.cpp's 32-block fallback", report.fallbacks());
+    }
+    if report.requantized() > 0 {
+        eprintln!(
+            "warning: {} tensors were already quantized and were re-encoded: quality can only fall from the source's, never return to the original model's",
+            report.requantized()
+        );
+    }
+    Ok(())
+}
+
+/// Runs `hearth speed --json` on one file in a child process, so its peak memory is its own.
+fn speed_in_child(path: &Path, args: &BenchArgs) -> Result<SpeedRun, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(exe)
+        .args(["speed", "--json", "--device", &args.device.to_string()])
+        .args(["-p", &args.pp.to_string(), "-n", &args.tg.to_string(), "-r", &args.reps.to_string()])
+        .arg("-m")
+        .arg(path)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("reading its report: {e}"))?;
+    let f = |k: &str| v.get(k).and_then(|x| x.as_f64()).ok_or_else(|| format!("its report lacks {k}"));
+    Ok(SpeedRun { load_s: f("load_s")?, pp_tps: f("pp_tps")?, tg_tps: f("tg_tps")?, peak_rss: f("peak_rss")? as u64 })
+}
+
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    let paths = args.models.iter().map(|m| catalog::resolve(m)).collect::<Result<Vec<_>, _>>()?;
+    let (name, text) = match &args.corpus {
+        Some(p) => (p.display().to_string(), std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+        None => {
+            let (n, t) = compare::builtin_corpus();
+            (n.to_string(), t)
+        }
+    };
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let prices = args.prices.prices()?;
+    let device = args.device.open()?;
+    let settings = Settings { pp: args.pp, tg: args.tg, reps: args.reps, threads: threads(), ctx: args.ctx, windows: args.chunks };
+    let progress = bar(paths.len() as u64 * 2, "{bar:40} {pos}/{len} {msg}");
+    let result = compare::run(&paths, (&name, &text), &settings, &prices, &device, |p| speed_in_child(p, args), |step| match step {
+        Step::Speed(name) => {
+            progress.inc(1);
+            progress.set_message(format!("speed: {name}"));
+        }
+        Step::Quality { name, window, windows } => {
+            if window == windows {
+                progress.inc(1);
+            }
+            progress.set_message(format!("quality: {name} window {window}/{windows}"));
+        }
+    });
+    progress.finish_and_clear();
+    let bench = result?;
+    println!("{}", bench.to_markdown());
+    if let Some(dir) = &args.out {
+        let write = |f: &str, s: String| std::fs::write(dir.join(f), s).with_context(|| format!("writing {}", dir.join(f).display()));
+        write("bench.csv", bench.to_csv())?;
+        write("bench.json", bench.to_json())?;
+        hearth::bench::charts::write_all(&bench, dir).map_err(anyhow::Error::msg)?;
+        eprintln!("wrote bench.csv, bench.json, speed_vs_size.svg, kl_vs_size.svg and cost_per_1m.svg to {}", dir.display());
+    }
+    Ok(())
+}
