@@ -79,7 +79,7 @@ fn kl_vs_size(b: &Bench, path: &Path) -> Res {
         b,
         path,
         &format!("KL divergence vs size · against {reference}"),
-        "mean KL divergence (nats)",
+        "KL divergence (nats)",
         &[("mean KL", TG, &|i| b.variants[i].quality.kl_mean), ("99th percentile / 10", PP, &|i| b.variants[i].quality.kl_p99 / 10.0)],
     )
 }
@@ -115,6 +115,10 @@ fn cost_per_1m(b: &Bench, path: &Path) -> Res {
         let mut r = Rectangle::new([(lo, SegmentValue::Exact(i)), (*v, SegmentValue::Exact(i + 1))], colour.filled());
         r.set_margin(4, 4, 0, 0);
         r
+    }))?;
+    chart.draw_series(bars.iter().enumerate().map(|(i, (_, v, _))| {
+        let text = if *v >= 1.0 { format!("{v:.2}") } else { format!("{v:.3}") };
+        Text::new(text, (*v * 1.08, SegmentValue::CenterOf(i)), ("sans-serif", 12))
     }))?;
     root.present()?;
     Ok(())

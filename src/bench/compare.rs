@@ -44,6 +44,9 @@ pub struct Settings {
     /// Tokens per quality window, and at most this many windows.
     pub ctx: usize,
     pub windows: Option<usize>,
+    /// Index into the paths of the variant the others are compared with; default: the one with
+    /// the most bits per weight.
+    pub reference: Option<usize>,
 }
 
 /// Local cost of 1M generated tokens at the measured speed, in the display currency.
@@ -186,7 +189,8 @@ pub fn run(
         let name = p.file_stem().map_or_else(|| p.display().to_string(), |s| s.to_string_lossy().into_owned());
         files.push((name, dominant_type(&f), f.file_size() as u64, bits_per_weight(&f)));
     }
-    let reference = (0..files.len()).max_by(|&a, &b| files[a].3.total_cmp(&files[b].3).then(b.cmp(&a))).unwrap_or(0);
+    let most_bits = (0..files.len()).max_by(|&a, &b| files[a].3.total_cmp(&files[b].3).then(b.cmp(&a))).unwrap_or(0);
+    let reference = settings.reference.filter(|&r| r < files.len()).unwrap_or(most_bits);
     let mut speeds = Vec::new();
     for (p, f) in paths.iter().zip(&files) {
         progress(Step::Speed(&f.0));

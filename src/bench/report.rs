@@ -3,9 +3,18 @@
 use std::fmt::Write;
 
 use super::compare::{Bench, BreakEven};
-use crate::ledger::report::money;
 
 const MIB: f64 = (1 << 20) as f64;
+
+/// An amount with three significant digits at most, two decimals at least.
+fn money(x: f64) -> String {
+    if x >= 1.0 || x == 0.0 {
+        format!("{x:.2}")
+    } else {
+        let decimals = (2 - x.log10().floor() as i32).clamp(2, 8) as usize;
+        format!("{x:.decimals$}")
+    }
+}
 
 fn tokens(t: f64) -> String {
     if t >= 1e9 {
@@ -92,7 +101,7 @@ impl Bench {
         }
         o.push('\n');
         for c in &self.cloud {
-            let _ = write!(o, "| {} ({}) | {} |", c.id, c.provider, money(c.output_per_1m));
+            let _ = write!(o, "| {} | {} |", c.id, money(c.output_per_1m));
             for b in &c.break_even {
                 let _ = write!(o, " {} |", break_even(b));
             }

@@ -33,6 +33,10 @@ pub struct BenchArgs {
     /// A variant to compare (repeatable): catalog id, hf: reference or .gguf path.
     #[arg(long = "model", short = 'm', required = true)]
     models: Vec<String>,
+    /// The variant the others are compared with (one of the --model values); default: the one
+    /// with the most bits per weight.
+    #[arg(long)]
+    reference: Option<String>,
     /// Text to score quality on; default: the built-in corpus of source code (corpus/).
     #[arg(long)]
     corpus: Option<PathBuf>,
@@ -185,7 +189,12 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     }
     let prices = args.prices.prices()?;
     let device = args.device.open()?;
-    let settings = Settings { pp: args.pp, tg: args.tg, reps: args.reps, threads: threads(), ctx: args.ctx, windows: args.chunks };
+    let reference = match &args.reference {
+        None => None,
+        Some(r) => Some(args.models.iter().position(|m| m == r).with_context(|| format!("--reference {r} is not one of the --model values"))?),
+    };
+    let settings =
+        Settings { pp: args.pp, tg: args.tg, reps: args.reps, threads: threads(), ctx: args.ctx, windows: args.chunks, reference };
     let progress = bar(paths.len() as u64 * 2, "{bar:40} {pos}/{len} {msg}");
     let result = compare::run(&paths, (&name, &text), &settings, &prices, &device, |p| speed_in_child(p, args), |step| match step {
         Step::Speed(name) => {

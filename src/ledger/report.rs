@@ -133,7 +133,7 @@ impl Summary {
 }
 
 /// Small amounts keep their significant digits.
-pub(crate) fn money(x: f64) -> String {
+fn money(x: f64) -> String {
     if x.abs() >= 1.0 {
         format!("{x:.2}")
     } else if x == 0.0 {
