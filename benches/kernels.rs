@@ -13,7 +13,9 @@ use hearth::model::kernels;
 fn bench(c: &mut Criterion) {
     hearth::model::device::pin_thread_count();
     let dev = Device::Cpu;
-    let cases: [(GgmlDType, usize, usize); 6] = [
+    let cases: [(GgmlDType, usize, usize); 8] = [
+        (GgmlDType::Q4_0, 576, 1536),
+        (GgmlDType::Q4_0, 640, 2048),
         (GgmlDType::Q4_1, 576, 1536),
         (GgmlDType::Q4_1, 1536, 576),
         (GgmlDType::Q8_0, 576, 49152),

@@ -1,4 +1,4 @@
-//! hearth's own quantized matmuls on random data, for every row count (1 row, partial and full
+//! hearth's own quantized matmuls (Q4_0, Q4_1, Q8_0) on random data, for every row count (1 row, partial and full
 //! tiles, many rows) and odd shapes: against a dequantize-then-f32 reference within the error
 //! that quantizing the activations to 8 bits allows, and against candle's `QMatMul` (same
 //! quantized products) within float rounding; Q8_0 equals candle bit for bit.
@@ -63,6 +63,13 @@ fn q4_1_matches_the_f32_reference_and_candle() {
 }
 
 #[test]
+fn q4_0_matches_the_f32_reference_and_candle() {
+    for (i, &(m, k, n)) in SHAPES.iter().enumerate() {
+        check(GgmlDType::Q4_0, m, k, n, i as f64 + 0.5);
+    }
+}
+
+#[test]
 fn q8_0_matches_the_f32_reference_and_candle_bit_for_bit() {
     for (i, &(m, k, n)) in SHAPES.iter().enumerate() {
         assert!(check(GgmlDType::Q8_0, m, k, n, i as f64 + 0.5), "Q8_0 {m}x{k} by {n}x{k} differs from candle");
@@ -74,7 +81,7 @@ fn q8_0_matches_the_f32_reference_and_candle_bit_for_bit() {
 #[test]
 fn a_row_gets_the_same_result_alone_and_in_a_tile() {
     let dev = Device::Cpu;
-    for ty in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+    for ty in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0] {
         let (k, n) = (608, 37);
         let w = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap(), ty).unwrap();
         let x = Tensor::randn(0f32, 1.0, (7, k), &dev).unwrap();
@@ -132,7 +139,7 @@ fn prompt_chunks_multiply_the_dequantized_weight_in_f32() {
             }
         }
         // Types with our own quantized kernel switch later (they stay faster for longer).
-        let own = matches!(ty, GgmlDType::Q4_1 | GgmlDType::Q8_0);
+        let own = matches!(ty, GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q8_0);
         let min = if own { kernels::dequant::MIN_ROWS_OWN } else { kernels::dequant::MIN_ROWS };
         let routed = kernels::forward(&QMatMul::from_qtensor(w).unwrap(), &x).unwrap().to_vec2::<f32>().unwrap();
         assert!((routed == ours) == (m >= min), "{ty:?}: forward takes the f32 path for {m} rows exactly when m >= {min}");

@@ -8,6 +8,7 @@
 //! our kernels and candle's never compete for the cores.
 
 pub mod dequant;
+pub mod q4_0;
 pub mod q4_1;
 pub mod q8_0;
 
@@ -57,7 +58,7 @@ fn many_rows(w: &QTensor, x: &Tensor) -> bool {
 
 fn own_kernel(ty: GgmlDType) -> bool {
     match ty {
-        GgmlDType::Q4_1 => true,
+        GgmlDType::Q4_0 | GgmlDType::Q4_1 => true,
         GgmlDType::Q8_0 => q8_0::available(),
         _ => false,
     }
@@ -74,6 +75,7 @@ pub fn matmul(w: &QTensor, x: &Tensor) -> Result<Tensor> {
     let (data, n, k, row_bytes) = weight_rows(w, x)?;
     let m = x.dim(0)?;
     let dot: fn(&[u8], QRows, usize, &mut [f32]) = match w.dtype() {
+        GgmlDType::Q4_0 => q4_0::dot_rows,
         GgmlDType::Q4_1 => q4_1::dot_rows,
         GgmlDType::Q8_0 => q8_0::dot_rows,
         t => candle_core::bail!("no hearth kernel for {t:?}"),
@@ -123,6 +125,17 @@ fn weight_rows<'a>(w: &'a QTensor, x: &Tensor) -> Result<(std::borrow::Cow<'a, [
         candle_core::bail!("quantized matmul: weight holds {} bytes, {} needed", data.len(), n * row_bytes);
     }
     Ok((data, n, k, row_bytes))
+}
+
+/// The sum of a vector's eight lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn hsum(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let s = _mm_add_ps(_mm256_extractf128_ps::<1>(v), _mm256_castps256_ps128(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
 /// An output buffer shared with the pool's workers, each writing its own part of it.

@@ -41,6 +41,7 @@ fn scales(w: &[u8]) -> (f32, f32) {
 mod avx2 {
     use std::arch::x86_64::*;
 
+    use super::super::hsum;
     use super::{QRows, BYTES};
 
     /// As llama.cpp does: each row keeps float partial sums across blocks in vector lanes (one
@@ -91,13 +92,5 @@ mod avx2 {
             _mm_storeu_ps(lanes.as_mut_ptr(), mins[r]);
             dst[r] = hsum(_mm256_add_ps(acc[r][0], acc[r][1])) + lanes[1];
         }
-    }
-
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    pub unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_extractf128_ps::<1>(v), _mm256_castps256_ps128(v));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
     }
 }

@@ -31,6 +31,7 @@ pub fn dot_rows(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
 mod avx2 {
     use std::arch::x86_64::*;
 
+    use super::super::hsum;
     use super::{f16, QRows, BYTES, TILE};
 
     #[target_feature(enable = "avx2,fma")]
@@ -68,15 +69,5 @@ mod avx2 {
         for (d, acc) in dst.iter_mut().zip(acc) {
             *d = hsum(acc);
         }
-    }
-
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn hsum(acc: __m256) -> f32 {
-        let hi = _mm256_extractf128_ps::<1>(acc);
-        let s = _mm_add_ps(hi, _mm256_castps256_ps128(acc));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
     }
 }

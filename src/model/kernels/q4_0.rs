@@ -1,0 +1,84 @@
+//! Q4_0 weights against Q8_0 activations: AVX2 + FMA where the CPU has them (float partial sums
+//! across blocks, as llama.cpp), a scalar loop elsewhere. candle's own AVX path re-reads the weight
+//! for every activation row; this one reads each block once for up to a tile of rows.
+
+use half::f16;
+
+use super::{QRows, QK, TILE};
+
+/// Bytes of one block: f16 scale, 16 bytes of nibbles (value = scale × (nibble − 8)).
+pub const BYTES: usize = 18;
+
+/// One weight row against `dst.len()` (≤ TILE) activation rows stored one after another.
+pub fn dot_rows(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+        // SAFETY: AVX2, FMA and F16C are present; the slices hold `blocks` blocks per row as the callee reads them.
+        unsafe { avx2::dot_rows(wrow, q, blocks, dst) };
+        return;
+    }
+    let mut sums = [0f32; TILE];
+    for b in 0..blocks {
+        let w = &wrow[b * BYTES..(b + 1) * BYTES];
+        let dw = f16::from_le_bytes([w[0], w[1]]).to_f32();
+        for (r, sum) in sums.iter_mut().enumerate().take(dst.len()) {
+            let (i, y) = (r * blocks + b, &q.qs[r * blocks + b]);
+            let mut sumi = 0i32;
+            for j in 0..QK / 2 {
+                sumi += ((w[2 + j] & 0x0F) as i32 - 8) * y[j] as i32 + ((w[2 + j] >> 4) as i32 - 8) * y[j + QK / 2] as i32;
+            }
+            *sum += sumi as f32 * (dw * q.d[i]);
+        }
+    }
+    dst.copy_from_slice(&sums[..dst.len()]);
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::super::hsum;
+    use super::{QRows, BYTES};
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_rows(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
+        match dst.len() {
+            1 => tile::<1>(wrow, q, blocks, dst),
+            2 => tile::<2>(wrow, q, blocks, dst),
+            3 => tile::<3>(wrow, q, blocks, dst),
+            _ => tile::<4>(wrow, q, blocks, dst),
+        }
+    }
+
+    /// `R` rows sharing each weight block's unpacking. The signed nibbles (−8…7) meet the signed
+    /// activations through `maddubs` by moving the weight's sign onto the activation (llama.cpp's
+    /// trick), so the integer dot product is exact; blocks alternate between two accumulators; a
+    /// row's arithmetic does not depend on `R`, so it gets the same result alone and in a batch.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn tile<const R: usize>(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
+        assert!(wrow.len() >= blocks * BYTES && q.qs.len() >= R * blocks && q.d.len() >= R * blocks);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        for b in 0..blocks {
+            // SAFETY: b < blocks and r < R; the slices hold R rows of `blocks` blocks (asserted).
+            let w = wrow.as_ptr().add(b * BYTES);
+            let dw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(w as *const u16) as i32)));
+            let packed = _mm_loadu_si128(w.add(2) as *const __m128i);
+            let both = _mm256_insertf128_si256::<1>(_mm256_castsi128_si256(packed), _mm_srli_epi16(packed, 4));
+            let wq = _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8));
+            let ax = _mm256_sign_epi8(wq, wq);
+            for r in 0..R {
+                let at = r * blocks + b;
+                let yq = _mm256_loadu_si256(q.qs.as_ptr().add(at) as *const __m256i);
+                let sy = _mm256_sign_epi8(yq, wq);
+                let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones));
+                let a = &mut acc[r][b & 1];
+                *a = _mm256_fmadd_ps(_mm256_set1_ps(dw * *q.d.get_unchecked(at)), p, *a);
+            }
+        }
+        for r in 0..R {
+            dst[r] = hsum(_mm256_add_ps(acc[r][0], acc[r][1]));
+        }
+    }
+}
