@@ -84,28 +84,30 @@ impl Bench {
                 money(v.local_per_1m.total)
             );
         }
+        let Some(fastest) = (0..self.variants.len()).max_by(|&a, &b| self.variants[a].speed.tg_tps.total_cmp(&self.variants[b].speed.tg_tps)) else {
+            return o;
+        };
+        let fv = &self.variants[fastest];
         let _ = writeln!(
             o,
-            "\nLocal cost of 1M generated tokens = electricity ({:.1} W while generating, an estimate from the price table's TDP) + hardware amortization. Break-even: generated tokens after which the hardware's price ({} {}) is saved against each cloud API's output price, and the hours of generation that takes at each variant's tg speed.\n",
+            "\nLocal cost of 1M generated tokens = electricity ({:.1} W while generating, an estimate from the price table's TDP) + hardware amortization. Against each cloud API's output price, for the fastest variant ({}, local {} {}/1M tok): how many times dearer the cloud is, and the break-even point — generated tokens after which the hardware's price ({} {}) is saved, and the hours of generation that takes (every variant's figures are in the CSV and JSON).\n",
             self.watts,
+            fv.name,
+            money(fv.local_per_1m.total),
+            self.currency,
             money(self.hardware_price),
             self.currency
         );
-        let _ = write!(o, "| cloud API | output {}/1M tok |", self.currency);
-        for v in &self.variants {
-            let _ = write!(o, " break-even {} |", v.name);
-        }
-        let _ = write!(o, "\n|---|--:|");
-        for _ in &self.variants {
-            let _ = write!(o, "--:|");
-        }
-        o.push('\n');
+        let _ = writeln!(o, "| cloud API | output {}/1M tok | cloud ÷ local | break-even |\n|---|--:|--:|--:|", self.currency);
         for c in &self.cloud {
-            let _ = write!(o, "| {} | {} |", c.id, money(c.output_per_1m));
-            for b in &c.break_even {
-                let _ = write!(o, " {} |", break_even(b));
-            }
-            o.push('\n');
+            let _ = writeln!(
+                o,
+                "| {} | {} | {:.1}× | {} |",
+                c.id,
+                money(c.output_per_1m),
+                c.output_per_1m / fv.local_per_1m.total,
+                break_even(&c.break_even[fastest])
+            );
         }
         o
     }
