@@ -42,15 +42,8 @@ enum Command {
     Speed {
         #[command(flatten)]
         model: ModelArgs,
-        /// Prompt tokens processed in one batch (0 skips).
-        #[arg(short = 'p', long, default_value_t = 512)]
-        pp: usize,
-        /// Tokens generated one at a time (0 skips).
-        #[arg(short = 'n', long, default_value_t = 128)]
-        tg: usize,
-        /// Repetitions; the median is reported.
-        #[arg(short = 'r', long, default_value_t = 3)]
-        reps: usize,
+        #[command(flatten)]
+        shape: measure::Shape,
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -221,7 +214,7 @@ fn main() {
         Command::Pull { models } => pull(&models),
         Command::List => list(),
         Command::Perplexity { model, file, ctx } => measure::perplexity(&model, &file, ctx),
-        Command::Speed { model, pp, tg, reps, json } => measure::speed(&model, pp, tg, reps, json),
+        Command::Speed { model, shape, json } => measure::speed(&model, &shape, json),
         Command::Quantize(args) => measure::quantize(&args),
         Command::Bench(args) => measure::bench(&args),
         Command::Costs { since, by, format, ledger } => costs(since.as_deref(), by, format, &ledger),

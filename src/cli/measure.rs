@@ -28,6 +28,20 @@ pub struct QuantizeArgs {
     force: bool,
 }
 
+/// llama-bench's shapes.
+#[derive(Args)]
+pub struct Shape {
+    /// Prompt tokens processed in one batch (0 skips).
+    #[arg(short = 'p', long, default_value_t = 512)]
+    pub pp: usize,
+    /// Tokens generated one at a time (0 skips).
+    #[arg(short = 'n', long, default_value_t = 128)]
+    pub tg: usize,
+    /// Repetitions; the median is reported.
+    #[arg(short = 'r', long, default_value_t = 3)]
+    pub reps: usize,
+}
+
 #[derive(Args)]
 pub struct BenchArgs {
     /// A variant to compare (repeatable): catalog id, hf: reference or .gguf path.
@@ -40,15 +54,8 @@ pub struct BenchArgs {
     /// Text to score quality on; default: the built-in corpus of source code (corpus/).
     #[arg(long)]
     corpus: Option<PathBuf>,
-    /// Prompt tokens processed in one batch.
-    #[arg(short = 'p', long, default_value_t = 512)]
-    pp: usize,
-    /// Tokens generated one at a time.
-    #[arg(short = 'n', long, default_value_t = 128)]
-    tg: usize,
-    /// Speed repetitions; the median is reported.
-    #[arg(short = 'r', long, default_value_t = 3)]
-    reps: usize,
+    #[command(flatten)]
+    shape: Shape,
     /// Tokens per quality window (second half scored, as llama.cpp's perplexity does).
     #[arg(long, default_value_t = 512)]
     ctx: usize,
@@ -69,7 +76,8 @@ fn threads() -> usize {
     std::env::var("RAYON_NUM_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(1)
 }
 
-pub fn speed(args: &ModelArgs, pp: usize, tg: usize, reps: usize, json: bool) -> Result<()> {
+pub fn speed(args: &ModelArgs, shape: &Shape, json: bool) -> Result<()> {
+    let &Shape { pp, tg, reps } = shape;
     let start = Instant::now();
     let model = load(args)?;
     let load_s = start.elapsed().as_secs_f64();
@@ -162,7 +170,7 @@ fn speed_in_child(path: &Path, args: &BenchArgs) -> Result<SpeedRun, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let out = std::process::Command::new(exe)
         .args(["speed", "--json", "--device", &args.device.to_string()])
-        .args(["-p", &args.pp.to_string(), "-n", &args.tg.to_string(), "-r", &args.reps.to_string()])
+        .args(["-p", &args.shape.pp.to_string(), "-n", &args.shape.tg.to_string(), "-r", &args.shape.reps.to_string()])
         .arg("-m")
         .arg(path)
         .output()
@@ -176,6 +184,9 @@ fn speed_in_child(path: &Path, args: &BenchArgs) -> Result<SpeedRun, String> {
 }
 
 pub fn bench(args: &BenchArgs) -> Result<()> {
+    if args.shape.tg == 0 {
+        bail!("hearth bench needs -n above 0: the local cost per token comes from the generation speed");
+    }
     let paths = args.models.iter().map(|m| catalog::resolve(m)).collect::<Result<Vec<_>, _>>()?;
     let (name, text) = match &args.corpus {
         Some(p) => (p.display().to_string(), std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
@@ -194,7 +205,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         Some(r) => Some(args.models.iter().position(|m| m == r).with_context(|| format!("--reference {r} is not one of the --model values"))?),
     };
     let settings =
-        Settings { pp: args.pp, tg: args.tg, reps: args.reps, threads: threads(), ctx: args.ctx, windows: args.chunks, reference };
+        Settings { pp: args.shape.pp, tg: args.shape.tg, reps: args.shape.reps, threads: threads(), ctx: args.ctx, windows: args.chunks, reference };
     let progress = bar(paths.len() as u64 * 2, "{bar:40} {pos}/{len} {msg}");
     let result = compare::run(&paths, (&name, &text), &settings, &prices, &device, |p| speed_in_child(p, args), |step| match step {
         Step::Speed(name) => {

@@ -7,6 +7,19 @@
 //! cheaper than the same sequences one by one. Work is shared over candle's own worker pool, so
 //! our kernels and candle's never compete for the cores.
 
+/// `$tile::<R>(…)` with `R` the number of rows in `$dst` (1 to [`TILE`]): each row count gets
+/// its own unrolled copy of a kernel's tile.
+macro_rules! by_rows {
+    ($tile:ident($w:expr, $q:expr, $blocks:expr, $dst:expr)) => {
+        match $dst.len() {
+            1 => $tile::<1>($w, $q, $blocks, $dst),
+            2 => $tile::<2>($w, $q, $blocks, $dst),
+            3 => $tile::<3>($w, $q, $blocks, $dst),
+            _ => $tile::<4>($w, $q, $blocks, $dst),
+        }
+    };
+}
+
 pub mod dequant;
 pub mod q4_0;
 pub mod q4_1;
@@ -18,6 +31,7 @@ use half::f16;
 
 /// Activation rows that share one read of a weight block.
 pub const TILE: usize = 4;
+const _: () = assert!(TILE == 4, "by_rows! unrolls tiles of 1 to 4 rows");
 pub const QK: usize = 32;
 
 /// Activation rows quantized to 8 bits in blocks of 32, block `b` of row `r` at `r * blocks + b`:
@@ -136,6 +150,18 @@ unsafe fn hsum(v: std::arch::x86_64::__m256) -> f32 {
     let s = _mm_add_ps(_mm256_extractf128_ps::<1>(v), _mm256_castps256_ps128(v));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+/// The 32 nibbles of a 4-bit block at `p` as bytes 0…15, in ggml's order: the low nibbles are
+/// values 0–15, the high nibbles values 16–31.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn nibbles(p: *const u8) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    let packed = _mm_loadu_si128(p as *const __m128i);
+    let both = _mm256_insertf128_si256::<1>(_mm256_castsi128_si256(packed), _mm_srli_epi16(packed, 4));
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
 }
 
 /// An output buffer shared with the pool's workers, each writing its own part of it.

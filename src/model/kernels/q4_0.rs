@@ -37,17 +37,12 @@ pub fn dot_rows(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::super::hsum;
+    use super::super::{hsum, nibbles};
     use super::{QRows, BYTES};
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_rows(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
-        match dst.len() {
-            1 => tile::<1>(wrow, q, blocks, dst),
-            2 => tile::<2>(wrow, q, blocks, dst),
-            3 => tile::<3>(wrow, q, blocks, dst),
-            _ => tile::<4>(wrow, q, blocks, dst),
-        }
+        by_rows!(tile(wrow, q, blocks, dst))
     }
 
     /// `R` rows sharing each weight block's unpacking. The signed nibbles (−8…7) meet the signed
@@ -64,9 +59,7 @@ mod avx2 {
             // SAFETY: b < blocks and r < R; the slices hold R rows of `blocks` blocks (asserted).
             let w = wrow.as_ptr().add(b * BYTES);
             let dw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(w as *const u16) as i32)));
-            let packed = _mm_loadu_si128(w.add(2) as *const __m128i);
-            let both = _mm256_insertf128_si256::<1>(_mm256_castsi128_si256(packed), _mm_srli_epi16(packed, 4));
-            let wq = _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8));
+            let wq = _mm256_sub_epi8(nibbles(w.add(2)), _mm256_set1_epi8(8));
             let ax = _mm256_sign_epi8(wq, wq);
             for r in 0..R {
                 let at = r * blocks + b;

@@ -41,7 +41,7 @@ fn scales(w: &[u8]) -> (f32, f32) {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::super::hsum;
+    use super::super::{hsum, nibbles};
     use super::{QRows, BYTES};
 
     /// As llama.cpp does: each row keeps float partial sums across blocks in vector lanes (one
@@ -50,12 +50,7 @@ mod avx2 {
     /// scalar sum in the last bits.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_rows(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
-        match dst.len() {
-            1 => tile::<1>(wrow, q, blocks, dst),
-            2 => tile::<2>(wrow, q, blocks, dst),
-            3 => tile::<3>(wrow, q, blocks, dst),
-            _ => tile::<4>(wrow, q, blocks, dst),
-        }
+        by_rows!(tile(wrow, q, blocks, dst))
     }
 
     /// `R` rows sharing each weight block's unpacking. Per row: both f16 scales convert in one
@@ -73,9 +68,7 @@ mod avx2 {
             // SAFETY: b < blocks and r < R; the slices hold R rows of `blocks` blocks (asserted).
             let w = wrow.as_ptr().add(b * BYTES);
             let sc = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(w as *const i32)));
-            let packed = _mm_loadu_si128(w.add(4) as *const __m128i);
-            let both = _mm256_insertf128_si256::<1>(_mm256_castsi128_si256(packed), _mm_srli_epi16(packed, 4));
-            let wq = _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+            let wq = nibbles(w.add(4));
             for r in 0..R {
                 let at = r * blocks + b;
                 let ys = _mm_unpacklo_ps(_mm_load_ss(q.d.as_ptr().add(at)), _mm_load_ss(q.s.as_ptr().add(at)));

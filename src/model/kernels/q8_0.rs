@@ -1,10 +1,10 @@
 //! Q8_0 weights against Q8_0 activations, AVX2 + FMA only (elsewhere candle's kernel runs). The
 //! same instructions as candle's `vec_dot_q8_0_q8_0` in the same order, so results are identical;
-//! each weight block is loaded once for up to [`TILE`] rows instead of once per row.
+//! each weight block is loaded once for up to [`TILE`](super::TILE) rows instead of once per row.
 
 use half::f16;
 
-use super::{QRows, TILE};
+use super::QRows;
 
 /// Bytes of one block: f16 scale, 32 signed bytes.
 pub const BYTES: usize = 34;
@@ -32,16 +32,11 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::super::hsum;
-    use super::{f16, QRows, BYTES, TILE};
+    use super::{f16, QRows, BYTES};
 
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_rows(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
-        match dst.len() {
-            1 => tile::<1>(wrow, q, blocks, dst),
-            2 => tile::<2>(wrow, q, blocks, dst),
-            3 => tile::<3>(wrow, q, blocks, dst),
-            _ => tile::<TILE>(wrow, q, blocks, dst),
-        }
+        by_rows!(tile(wrow, q, blocks, dst))
     }
 
     /// `R` rows against each weight block, loaded once: candle's arithmetic in candle's order
