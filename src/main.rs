@@ -161,6 +161,12 @@ struct LedgerArgs {
     /// The SQLite cost ledger; default $HEARTH_HOME/ledger.sqlite.
     #[arg(long, env = "HEARTH_LEDGER")]
     ledger: Option<PathBuf>,
+    #[command(flatten)]
+    price: PriceArgs,
+}
+
+#[derive(Args)]
+struct PriceArgs {
     /// A TOML file that overrides or extends the built-in cloud prices and local cost settings.
     #[arg(long, env = "HEARTH_PRICES")]
     prices: Option<PathBuf>,
@@ -176,15 +182,21 @@ impl LedgerArgs {
     }
 
     fn prices(&self) -> Result<PriceTable> {
+        self.price.table()
+    }
+
+    fn open(&self) -> Result<Ledger> {
+        Ok(Ledger::open(&self.path(), self.prices()?)?)
+    }
+}
+
+impl PriceArgs {
+    fn table(&self) -> Result<PriceTable> {
         let table = match &self.prices {
             Some(f) => PriceTable::with_file(f)?,
             None => PriceTable::built_in(),
         };
         Ok(if self.compare.is_empty() { table } else { table.comparing(&self.compare)? })
-    }
-
-    fn open(&self) -> Result<Ledger> {
-        Ok(Ledger::open(&self.path(), self.prices()?)?)
     }
 }
 

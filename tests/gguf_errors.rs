@@ -35,13 +35,6 @@ impl Raw {
         self.n_kv += 1;
         self
     }
-    fn kv_u32(mut self, k: &str, v: u32) -> Self {
-        s(&mut self.kvs, k);
-        self.kvs.extend(4u32.to_le_bytes());
-        self.kvs.extend(v.to_le_bytes());
-        self.n_kv += 1;
-        self
-    }
     /// A tensor with `dims` in GGUF order (innermost first).
     fn tensor(mut self, name: &str, dims: &[u64], ty: u32, offset: u64, bytes: usize) -> Self {
         s(&mut self.infos, name);

@@ -12,7 +12,7 @@ use hearth::catalog;
 use hearth::model::quantize::{quantize as write_quantized, Target};
 use hearth::model::GgufFile;
 
-use crate::{load, LedgerArgs, ModelArgs};
+use crate::{load, ModelArgs, PriceArgs};
 
 #[derive(Args)]
 pub struct QuantizeArgs {
@@ -69,7 +69,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "auto", env = "HEARTH_DEVICE")]
     device: hearth::model::device::DeviceChoice,
     #[command(flatten)]
-    prices: LedgerArgs,
+    prices: PriceArgs,
 }
 
 fn threads() -> usize {
@@ -198,7 +198,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let prices = args.prices.prices()?;
+    let prices = args.prices.table()?;
     let device = args.device.open()?;
     let reference = match &args.reference {
         None => None,
