@@ -6,11 +6,11 @@ use std::path::Path;
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 
+use super::MIB;
 use super::compare::Bench;
 
 type Res = Result<(), Box<dyn std::error::Error>>;
 
-const MIB: f64 = (1 << 20) as f64;
 const SIZE: (u32, u32) = (760, 460);
 const PP: RGBColor = RGBColor(31, 119, 180);
 const TG: RGBColor = RGBColor(214, 39, 40);

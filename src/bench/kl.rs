@@ -2,7 +2,7 @@
 //! as llama.cpp's `--kl-divergence` reports it: mean and 99th-percentile KL(reference ‖ model) and
 //! the rate at which both put the same token on top, over the scored tokens of the same windows.
 
-use super::perplexity::{scored_logits, windows};
+use super::perplexity::{scored_logits, softmax_norm, windows};
 use crate::model::{Model, ModelError};
 
 /// Quality of one model on a text, and against the reference when one was given.
@@ -17,11 +17,10 @@ pub struct Quality {
     pub same_top: f64,
 }
 
-/// log-softmax in f64.
+/// log-softmax in f64, as [`log_softmax_at`](super::perplexity::log_softmax_at) computes each entry.
 fn log_probs(row: &[f32]) -> Vec<f64> {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln() + max;
-    row.iter().map(|&x| x as f64 - lse).collect()
+    let (max, ln_sum) = softmax_norm(row);
+    row.iter().map(|&x| x as f64 - max - ln_sum).collect()
 }
 
 fn argmax(v: &[f64]) -> usize {

@@ -7,3 +7,6 @@ pub mod kl;
 pub mod perplexity;
 pub mod report;
 pub mod speed;
+
+/// Bytes in a mebibyte, for the reports' sizes.
+const MIB: f64 = (1 << 20) as f64;

@@ -64,9 +64,15 @@ pub fn perplexity(model: &Model, text: &str, ctx: usize, mut on_window: impl FnM
     Ok(Perplexity { value: (nll / count as f64).exp(), windows: windows.len(), scored_tokens: count })
 }
 
-/// log p(target) under softmax(row), in f64.
-pub fn log_softmax_at(row: &[f32], target: usize) -> f64 {
+/// The row's maximum and ln Σ exp(x − maximum), in f64: log softmax(x) = x − max − ln-sum.
+pub fn softmax_norm(row: &[f32]) -> (f64, f64) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
-    row[target] as f64 - max - sum.ln()
+    (max, sum.ln())
+}
+
+/// log p(target) under softmax(row), in f64.
+pub fn log_softmax_at(row: &[f32], target: usize) -> f64 {
+    let (max, ln_sum) = softmax_norm(row);
+    row[target] as f64 - max - ln_sum
 }

@@ -2,9 +2,9 @@
 
 use std::fmt::Write;
 
+use super::MIB;
 use super::compare::{Bench, BreakEven};
 
-const MIB: f64 = (1 << 20) as f64;
 
 /// An amount with three significant digits at most, two decimals at least.
 fn money(x: f64) -> String {

@@ -72,8 +72,9 @@ pub struct BenchArgs {
     prices: PriceArgs,
 }
 
+/// The threads candle computes with (`RAYON_NUM_THREADS`, pinned at start-up).
 fn threads() -> usize {
-    std::env::var("RAYON_NUM_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(1)
+    candle_core::utils::get_num_threads()
 }
 
 pub fn speed(args: &ModelArgs, shape: &Shape, json: bool) -> Result<()> {
