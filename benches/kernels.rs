@@ -1,6 +1,7 @@
 //! Criterion benchmarks of hearth's quantized matmul kernels against candle's `QMatMul` on the
 //! same weights, named `TYPE/KxN/mM/(hearth|candle)`: the two real models' shapes (SmolLM2:
-//! 576-wide, 1536 feed-forward, 49152 vocabulary; Gemma 3 270M: 640-wide, 2048 feed-forward), one
+//! 576-wide, 1536 feed-forward, 49152 vocabulary; Gemma 3 270M: 640-wide, 1024 attention,
+//! 2048 feed-forward, 262144 vocabulary, and its Q4_K_M file's Q5_0, Q4_K and Q6_K tensors), one
 //! row (a decode step), 4 rows (a batch of streams) and 64 rows (a prompt chunk).
 //!
 //! `cargo bench --bench kernels` (add a filter such as `Q4_1/576x1536` to run fewer).
@@ -13,7 +14,7 @@ use hearth::model::kernels;
 fn bench(c: &mut Criterion) {
     hearth::model::device::pin_thread_count();
     let dev = Device::Cpu;
-    let cases: [(GgmlDType, usize, usize); 8] = [
+    let cases: [(GgmlDType, usize, usize); 13] = [
         (GgmlDType::Q4_0, 576, 1536),
         (GgmlDType::Q4_0, 640, 2048),
         (GgmlDType::Q4_1, 576, 1536),
@@ -22,6 +23,11 @@ fn bench(c: &mut Criterion) {
         (GgmlDType::Q8_0, 640, 2048),
         (GgmlDType::Q8_0, 2048, 640),
         (GgmlDType::Q4_1, 640, 2048),
+        (GgmlDType::Q5_0, 640, 2048),
+        (GgmlDType::Q8_0, 640, 262144),
+        (GgmlDType::Q4K, 1024, 640),
+        (GgmlDType::Q4K, 2048, 640),
+        (GgmlDType::Q6K, 2048, 640),
     ];
     for (ty, k, n) in cases {
         let w = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap(), ty).unwrap();
@@ -29,7 +35,7 @@ fn bench(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("{ty:?}/{k}x{n}"));
         g.sample_size(20).warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_secs(1));
         for m in [1usize, 4, 64, 512] {
-            if n >= 49152 && m >= 64 {
+            if n >= 49152 && m >= 4 {
                 continue;
             }
             let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();

@@ -1,7 +1,7 @@
-//! hearth's own quantized matmuls (Q4_0, Q4_1, Q8_0) on random data, for every row count (1 row, partial and full
-//! tiles, many rows) and odd shapes: against a dequantize-then-f32 reference within the error
-//! that quantizing the activations to 8 bits allows, and against candle's `QMatMul` (same
-//! quantized products) within float rounding; Q8_0 equals candle bit for bit.
+//! hearth's own quantized matmuls (Q4_0, Q4_1, Q5_0, Q8_0) on random data, for every row count (1
+//! row, partial and full tiles, many rows) and odd shapes: against a dequantize-then-f32 reference
+//! within the error that quantizing the activations to 8 bits allows, and against candle's
+//! `QMatMul` (same quantized products) within float rounding; Q8_0 equals candle bit for bit.
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
@@ -70,6 +70,13 @@ fn q4_0_matches_the_f32_reference_and_candle() {
 }
 
 #[test]
+fn q5_0_matches_the_f32_reference_and_candle() {
+    for (i, &(m, k, n)) in SHAPES.iter().enumerate() {
+        check(GgmlDType::Q5_0, m, k, n, i as f64 + 0.5);
+    }
+}
+
+#[test]
 fn q8_0_matches_the_f32_reference_and_candle_bit_for_bit() {
     for (i, &(m, k, n)) in SHAPES.iter().enumerate() {
         assert!(check(GgmlDType::Q8_0, m, k, n, i as f64 + 0.5), "Q8_0 {m}x{k} by {n}x{k} differs from candle");
@@ -81,7 +88,7 @@ fn q8_0_matches_the_f32_reference_and_candle_bit_for_bit() {
 #[test]
 fn a_row_gets_the_same_result_alone_and_in_a_tile() {
     let dev = Device::Cpu;
-    for ty in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0] {
+    for ty in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q8_0] {
         let (k, n) = (608, 37);
         let w = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap(), ty).unwrap();
         let x = Tensor::randn(0f32, 1.0, (7, k), &dev).unwrap();
@@ -97,13 +104,14 @@ fn a_row_gets_the_same_result_alone_and_in_a_tile() {
 fn other_types_and_shapes_are_left_to_candle() {
     let dev = Device::Cpu;
     let x = Tensor::zeros((2, 256), DType::F32, &dev).unwrap();
-    let q4k = QTensor::quantize(&Tensor::zeros((8, 256), DType::F32, &dev).unwrap(), GgmlDType::Q4K).unwrap();
-    assert!(!kernels::supports(&q4k, &x));
+    let q5k = QTensor::quantize(&Tensor::zeros((8, 256), DType::F32, &dev).unwrap(), GgmlDType::Q5K).unwrap();
+    assert!(!kernels::supports(&q5k, &x));
+    assert!(kernels::matmul(&q5k, &x).is_err(), "matmul refuses a weight it has no kernel for");
     let x3 = Tensor::zeros((1, 2, 64), DType::F32, &dev).unwrap();
     let q41 = QTensor::quantize(&Tensor::zeros((8, 64), DType::F32, &dev).unwrap(), GgmlDType::Q4_1).unwrap();
     assert!(!kernels::supports(&q41, &x3));
     // Through `forward`, an unsupported weight still multiplies (by candle).
-    let y = kernels::forward(&QMatMul::from_qtensor(q4k).unwrap(), &x).unwrap();
+    let y = kernels::forward(&QMatMul::from_qtensor(q5k).unwrap(), &x).unwrap();
     assert_eq!(y.dims(), &[2, 8]);
 }
 
@@ -138,10 +146,14 @@ fn prompt_chunks_multiply_the_dequantized_weight_in_f32() {
                 assert!((got - exact).abs() <= 1e-5 * magnitude + 1e-6, "{ty:?} {m}x{k} by {n}x{k} [{r},{j}]: {got} vs {exact}");
             }
         }
-        // Types with our own quantized kernel switch later (they stay faster for longer).
-        let own = matches!(ty, GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q8_0);
-        let min = if own { kernels::dequant::MIN_ROWS_OWN } else { kernels::dequant::MIN_ROWS };
+        // Types with our own quantized kernel switch later (they stay faster for longer); the
+        // K-quants never do (candle's kernels beat the f32 path at every size).
+        let own = matches!(ty, GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q8_0);
+        let k_quant = matches!(ty, GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K);
+        let expected = if own { Some(kernels::dequant::MIN_ROWS_OWN) } else if k_quant { None } else { Some(kernels::dequant::MIN_ROWS) };
+        assert_eq!(kernels::f32_from(ty), expected, "{ty:?}");
         let routed = kernels::forward(&QMatMul::from_qtensor(w).unwrap(), &x).unwrap().to_vec2::<f32>().unwrap();
-        assert!((routed == ours) == (m >= min), "{ty:?}: forward takes the f32 path for {m} rows exactly when m >= {min}");
+        let f32_path = expected.is_some_and(|min| m >= min);
+        assert!((routed == ours) == f32_path, "{ty:?}: forward takes the f32 path for {m} rows exactly when that pays ({expected:?})");
     }
 }

@@ -2,8 +2,9 @@
 //! f32, a slab of rows at a time on the worker pool, and multiplied by candle's f32 GEMM. With
 //! dozens of rows the dequantization is paid once for all of them and the GEMM runs near the
 //! FMA units' peak, where per-row quantized dot products (ours or candle's) are several times
-//! slower, and candle's K-quant kernels re-read the whole weight for every row. The activations
-//! stay f32, so the result is closer to exact than the 8-bit-activation paths.
+//! slower. The K-quants are the exception: candle's kernels for them sum integers over whole
+//! 256-value super-blocks and stay ahead of this path at every size (see [`super::f32_from`]).
+//! The activations stay f32, so the result is closer to exact than the 8-bit-activation paths.
 
 use candle_core::quantized::k_quants::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, GgmlType,

@@ -1,11 +1,13 @@
-//! hearth's own CPU matrix multiplies for quantized weights, used where candle's are slow: Q4_1
-//! (candle has only a scalar loop) and Q8_0 (candle re-reads the whole weight for every row of
-//! a batch). Both are bit-identical to candle's `QMatMul`: activations are quantized exactly as
-//! candle and ggml do, integer dot products are exact, and the float arithmetic is candle's in
-//! candle's order. What they add is SIMD where candle has none, and each weight block read and
-//! unpacked once for up to [`TILE`] activation rows, which is what makes a batch of sequences
-//! cheaper than the same sequences one by one. Work is shared over candle's own worker pool, so
-//! our kernels and candle's never compete for the cores.
+//! hearth's own CPU matrix multiplies for quantized weights, used where candle's are slow: Q4_0,
+//! Q4_1 (candle has only a scalar loop), Q5_0 and Q8_0 (candle re-reads and unpacks the whole
+//! weight for every row of a batch). candle's K-quant kernels stay: they sum integers over each
+//! 256-value super-block and were faster than ours at every row count (see benches/kernels.rs). Activations are quantized to 8 bits in blocks of
+//! 32 exactly as ggml does (Q8_0, with Q8_1's block sums), once for every weight type; integer
+//! dot products are exact and partial sums stay in float vector lanes, as in llama.cpp. What
+//! they add is SIMD where candle has none, and each weight block read and unpacked once for up
+//! to [`TILE`] activation rows, which is what makes a batch of sequences cheaper than the same
+//! sequences one by one. Work is shared over candle's own worker pool, so our kernels and
+//! candle's never compete for the cores.
 
 /// `$tile::<R>(…)` with `R` the number of rows in `$dst` (1 to [`TILE`]): each row count gets
 /// its own unrolled copy of a kernel's tile.
@@ -23,6 +25,7 @@ macro_rules! by_rows {
 pub mod dequant;
 pub mod q4_0;
 pub mod q4_1;
+pub mod q5_0;
 pub mod q8_0;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
@@ -65,16 +68,42 @@ pub fn forward(w: &QMatMul, x: &Tensor) -> Result<Tensor> {
 /// A prompt chunk on the CPU: enough rows for [`dequant::matmul`] to pay.
 fn many_rows(w: &QTensor, x: &Tensor) -> bool {
     let cpu = matches!(x.device(), Device::Cpu) && x.dtype() == candle_core::DType::F32;
-    // Our quantized kernels hold out longer than candle's: measured crossovers (benches/kernels.rs).
-    let min = if own_kernel(w.dtype()) { dequant::MIN_ROWS_OWN } else { dequant::MIN_ROWS };
-    cpu && x.rank() == 2 && x.dim(0).is_ok_and(|m| m >= min) && dequant::supports(w.dtype()) && w.shape().rank() == 2
+    let Some(min) = f32_from(w.dtype()) else { return false };
+    cpu && x.rank() == 2 && x.dim(0).is_ok_and(|m| m >= min) && w.shape().rank() == 2
+}
+
+/// The rows from which [`dequant::matmul`] beats the quantized kernels for weights of type
+/// `ty`, as measured by benches/kernels.rs: ours hold out longer than candle's, and candle's
+/// K-quant kernels (integer sums over each 256-value super-block) beat it at every size.
+pub fn f32_from(ty: GgmlDType) -> Option<usize> {
+    match ty {
+        _ if own_kernel(ty) => Some(dequant::MIN_ROWS_OWN),
+        GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K => None,
+        _ if dequant::supports(ty) => Some(dequant::MIN_ROWS),
+        _ => None,
+    }
 }
 
 fn own_kernel(ty: GgmlDType) -> bool {
+    kernel(ty).is_some()
+}
+
+/// One weight row against up to [`TILE`] activation rows (see `q4_1::dot_rows`).
+type Dot = unsafe fn(&[u8], QRows, usize, &mut [f32]);
+
+/// Our kernel for weight type `ty`, where this CPU can run it: the AVX2 kernels only where
+/// AVX2, FMA and F16C are present (elsewhere candle's kernels, NEON on ARM, run).
+fn kernel(ty: GgmlDType) -> Option<Dot> {
+    #[cfg(target_arch = "x86_64")]
+    let simd = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
     match ty {
-        GgmlDType::Q4_0 | GgmlDType::Q4_1 => true,
-        GgmlDType::Q8_0 => q8_0::available(),
-        _ => false,
+        GgmlDType::Q4_0 => Some(q4_0::dot_rows),
+        GgmlDType::Q4_1 => Some(q4_1::dot_rows),
+        #[cfg(target_arch = "x86_64")]
+        GgmlDType::Q5_0 if simd => Some(q5_0::avx2::dot_rows),
+        #[cfg(target_arch = "x86_64")]
+        GgmlDType::Q8_0 if simd => Some(q8_0::avx2::dot_rows),
+        _ => None,
     }
 }
 
@@ -88,11 +117,8 @@ pub fn supports(w: &QTensor, x: &Tensor) -> bool {
 pub fn matmul(w: &QTensor, x: &Tensor) -> Result<Tensor> {
     let (data, n, k, row_bytes) = weight_rows(w, x)?;
     let m = x.dim(0)?;
-    let dot: fn(&[u8], QRows, usize, &mut [f32]) = match w.dtype() {
-        GgmlDType::Q4_0 => q4_0::dot_rows,
-        GgmlDType::Q4_1 => q4_1::dot_rows,
-        GgmlDType::Q8_0 => q8_0::dot_rows,
-        t => candle_core::bail!("no hearth kernel for {t:?}"),
+    let Some(dot) = kernel(w.dtype()).filter(|_| supports(w, x)) else {
+        candle_core::bail!("no hearth kernel for {:?} weights of {k} columns on this input", w.dtype());
     };
     let x = x.contiguous()?;
     let (storage, layout) = x.storage_and_layout();
@@ -116,7 +142,8 @@ pub fn matmul(w: &QTensor, x: &Tensor) -> Result<Tensor> {
             // outlives the pool call.
             let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add(j * m), m) };
             for (t, dst) in dst.chunks_mut(TILE).enumerate() {
-                dot(wrow, q.from(t * TILE * blocks), blocks, dst);
+                // SAFETY: `kernel` returned `dot` only where the CPU has the features it needs.
+                unsafe { dot(wrow, q.from(t * TILE * blocks), blocks, dst) };
             }
         }
     });
@@ -162,6 +189,22 @@ unsafe fn nibbles(p: *const u8) -> std::arch::x86_64::__m256i {
     let packed = _mm_loadu_si128(p as *const __m128i);
     let both = _mm256_insertf128_si256::<1>(_mm256_castsi128_si256(packed), _mm_srli_epi16(packed, 4));
     _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+}
+
+/// How far ahead of the block being read the kernels ask for weight bytes. A decode step
+/// streams every weight from memory once; measured on a 178 MB Q8_0 matrix (Gemma 3's output
+/// layer, one row), asking 8.5 KiB ahead took it from 17 ms to 10.8 ms (16.4 GB/s, this
+/// machine's streaming bandwidth), where 0.5 KiB ahead gained little.
+const PREFETCH_AHEAD: usize = 8704;
+
+/// Asks for the cache line `PREFETCH_AHEAD` bytes past `p` (a hint: past the end of the weight
+/// it reads nothing and cannot fault).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse")]
+#[inline]
+unsafe fn prefetch(p: *const u8) {
+    use std::arch::x86_64::*;
+    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_AHEAD) as *const i8);
 }
 
 /// An output buffer shared with the pool's workers, each writing its own part of it.

@@ -37,7 +37,7 @@ pub fn dot_rows(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::super::{hsum, nibbles};
+    use super::super::{hsum, nibbles, prefetch};
     use super::{QRows, BYTES};
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -58,6 +58,7 @@ mod avx2 {
         for b in 0..blocks {
             // SAFETY: b < blocks and r < R; the slices hold R rows of `blocks` blocks (asserted).
             let w = wrow.as_ptr().add(b * BYTES);
+            prefetch(w);
             let dw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(w as *const u16) as i32)));
             let wq = _mm256_sub_epi8(nibbles(w.add(2)), _mm256_set1_epi8(8));
             let ax = _mm256_sign_epi8(wq, wq);

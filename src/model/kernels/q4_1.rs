@@ -41,7 +41,7 @@ fn scales(w: &[u8]) -> (f32, f32) {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::super::{hsum, nibbles};
+    use super::super::{hsum, nibbles, prefetch};
     use super::{QRows, BYTES};
 
     /// As llama.cpp does: each row keeps float partial sums across blocks in vector lanes (one
@@ -67,6 +67,7 @@ mod avx2 {
         for b in 0..blocks {
             // SAFETY: b < blocks and r < R; the slices hold R rows of `blocks` blocks (asserted).
             let w = wrow.as_ptr().add(b * BYTES);
+            prefetch(w);
             let sc = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(w as *const i32)));
             let wq = nibbles(w.add(4));
             for r in 0..R {

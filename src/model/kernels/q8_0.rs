@@ -2,38 +2,19 @@
 //! same instructions as candle's `vec_dot_q8_0_q8_0` in the same order, so results are identical;
 //! each weight block is loaded once for up to [`TILE`](super::TILE) rows instead of once per row.
 
-use half::f16;
-
-use super::QRows;
-
 /// Bytes of one block: f16 scale, 32 signed bytes.
 pub const BYTES: usize = 34;
 
-pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-    #[allow(unreachable_code)]
-    false
-}
-
-/// One weight row against `dst.len()` (≤ TILE) activation rows stored one after another.
-pub fn dot_rows(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: only reached when `available()` said AVX2 and FMA are present.
-    unsafe {
-        avx2::dot_rows(wrow, q, blocks, dst)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("q8_0 kernel without AVX2: {} {} {} {}", wrow.len(), q.d.len(), blocks, dst.len())
-}
-
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::super::hsum;
-    use super::{f16, QRows, BYTES};
+    use half::f16;
 
+    use super::super::{hsum, prefetch, QRows};
+    use super::BYTES;
+
+    /// One weight row against `dst.len()` (≤ TILE) activation rows stored one after another.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_rows(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
         by_rows!(tile(wrow, q, blocks, dst))
@@ -50,6 +31,7 @@ mod avx2 {
         for b in 0..blocks {
             // SAFETY: b < blocks and r < R; the slices hold R rows of `blocks` blocks (asserted).
             let w = wrow.as_ptr().add(b * BYTES);
+            prefetch(w);
             let dw = f16::from_bits(std::ptr::read_unaligned(w as *const u16)).to_f32();
             let bx = _mm256_loadu_si256(w.add(2) as *const __m256i);
             let ax = _mm256_sign_epi8(bx, bx);
