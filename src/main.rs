@@ -44,6 +44,10 @@ enum Command {
         model: ModelArgs,
         #[command(flatten)]
         shape: measure::Shape,
+        /// Sequences generated side by side, one token each per batched step (as the server
+        /// batches streams; llama-batched-bench's -npl); the generation speed counts all of them.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        parallel: u16,
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -226,7 +230,7 @@ fn main() {
         Command::Pull { models } => pull(&models),
         Command::List => list(),
         Command::Perplexity { model, file, ctx } => measure::perplexity(&model, &file, ctx),
-        Command::Speed { model, shape, json } => measure::speed(&model, &shape, json),
+        Command::Speed { model, shape, parallel, json } => measure::speed(&model, &shape, parallel.into(), json),
         Command::Quantize(args) => measure::quantize(&args),
         Command::Bench(args) => measure::bench(&args),
         Command::Costs { since, by, format, ledger } => costs(since.as_deref(), by, format, &ledger),

@@ -31,6 +31,20 @@ fn run_streams_text_and_reports_speed() {
 }
 
 #[test]
+fn speed_measures_parallel_generation() {
+    common::model_path("smollm2-135m-instruct-q4_1");
+    let (ok, out, err) = hearth(&["speed", "-p", "0", "-n", "8", "-r", "1", "--parallel", "3", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["parallel"], 3, "{v}");
+    assert!(v["tg_tps"].as_f64().unwrap() > 0.0 && v["pp_tps"].as_f64() == Some(0.0), "{v}");
+    let (ok, out, err) = hearth(&["speed", "-p", "0", "-n", "4", "-r", "1", "--parallel", "2"]);
+    assert!(ok && out.contains("tg4 x 2 sequences:") && out.contains("tok/s in all"), "{out}{err}");
+    let (ok, _, err) = hearth(&["speed", "--parallel", "0"]);
+    assert!(!ok && err.contains("--parallel"), "{err}");
+}
+
+#[test]
 fn bad_input_gives_clear_errors() {
     let (ok, _, err) = hearth(&["run", "--device", "cuda", "hi"]);
     assert!(!ok && err.contains("CUDA was not compiled"), "{err}");

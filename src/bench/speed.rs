@@ -1,6 +1,7 @@
 //! Prompt-processing and generation speed as llama.cpp's `llama-bench` measures them: `pp` random
 //! tokens in one batch into an empty cache, and `tg` tokens generated one at a time from an empty
-//! context; one warm-up run, then the median of the repetitions.
+//! context (by each of `parallel` sequences side by side, one batched step per token, as the
+//! server runs concurrent streams); one warm-up run, then the median of the repetitions.
 
 use std::time::Instant;
 
@@ -10,7 +11,7 @@ use crate::model::{Chunk, Logits, Model, ModelError};
 pub struct Speed {
     /// Prompt tokens per second (0 when not measured).
     pub pp_tps: f64,
-    /// Generated tokens per second (0 when not measured).
+    /// Generated tokens per second, all sequences together (0 when not measured).
     pub tg_tps: f64,
 }
 
@@ -36,12 +37,17 @@ fn prompt_secs(model: &Model, pp: usize, seed: u64) -> Result<f64, ModelError> {
     Ok(start.elapsed().as_secs_f64())
 }
 
-fn generate_secs(model: &Model, tg: usize, seed: u64) -> Result<f64, ModelError> {
-    let toks = tokens(model, tg, seed);
-    let mut cache = model.decoder.new_cache();
+fn generate_secs(model: &Model, tg: usize, parallel: usize, seed: u64) -> Result<f64, ModelError> {
+    let toks: Vec<Vec<u32>> = (0..parallel as u64).map(|s| tokens(model, tg, seed * 1000 + s)).collect();
+    let mut caches: Vec<_> = (0..parallel).map(|_| model.decoder.new_cache()).collect();
     let start = Instant::now();
-    for t in &toks {
-        model.decoder.forward(&mut [Chunk { tokens: std::slice::from_ref(t), cache: &mut cache, logits: Logits::Last }])?;
+    for i in 0..tg {
+        let mut chunks: Vec<Chunk> = caches
+            .iter_mut()
+            .zip(&toks)
+            .map(|(cache, t)| Chunk { tokens: std::slice::from_ref(&t[i]), cache, logits: Logits::Last })
+            .collect();
+        model.decoder.forward(&mut chunks)?;
     }
     Ok(start.elapsed().as_secs_f64())
 }
@@ -51,8 +57,10 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Measures `pp` and `tg` (either may be 0 to skip it) over `reps` repetitions.
-pub fn measure(model: &Model, pp: usize, tg: usize, reps: usize) -> Result<Speed, ModelError> {
+/// Measures `pp` and `tg` (either may be 0 to skip it; `tg` by `parallel` sequences at once)
+/// over `reps` repetitions.
+pub fn measure(model: &Model, pp: usize, tg: usize, parallel: usize, reps: usize) -> Result<Speed, ModelError> {
+    let parallel = parallel.max(1);
     let reps = reps.max(1);
     let mut speed = Speed { pp_tps: 0.0, tg_tps: 0.0 };
     if pp > 0 {
@@ -61,8 +69,10 @@ pub fn measure(model: &Model, pp: usize, tg: usize, reps: usize) -> Result<Speed
         speed.pp_tps = median(runs);
     }
     if tg > 0 {
-        generate_secs(model, tg.min(16), 0)?;
-        let runs = (1..=reps as u64).map(|r| generate_secs(model, tg, r).map(|s| tg as f64 / s)).collect::<Result<Vec<_>, _>>()?;
+        generate_secs(model, tg.min(16), parallel, 0)?;
+        let runs = (1..=reps as u64)
+            .map(|r| generate_secs(model, tg, parallel, r).map(|s| (tg * parallel) as f64 / s))
+            .collect::<Result<Vec<_>, _>>()?;
         speed.tg_tps = median(runs);
     }
     Ok(speed)

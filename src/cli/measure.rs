@@ -77,7 +77,7 @@ fn threads() -> usize {
     candle_core::utils::get_num_threads()
 }
 
-pub fn speed(args: &ModelArgs, shape: &Shape, json: bool) -> Result<()> {
+pub fn speed(args: &ModelArgs, shape: &Shape, parallel: usize, json: bool) -> Result<()> {
     let &Shape { pp, tg, reps } = shape;
     let start = Instant::now();
     let model = load(args)?;
@@ -86,19 +86,21 @@ pub fn speed(args: &ModelArgs, shape: &Shape, json: bool) -> Result<()> {
     if pp > ctx || tg > ctx {
         bail!("-p {pp} and -n {tg} must each fit the context of {ctx} tokens");
     }
-    let s = hearth::bench::speed::measure(&model, pp, tg, reps)?;
+    let s = hearth::bench::speed::measure(&model, pp, tg, parallel, reps)?;
     let rss = hearth::bench::speed::peak_rss();
     if json {
         let threads = threads();
         println!(
             "{}",
-            serde_json::json!({ "pp": pp, "tg": tg, "pp_tps": s.pp_tps, "tg_tps": s.tg_tps, "threads": threads, "peak_rss": rss, "reps": reps, "load_s": load_s })
+            serde_json::json!({ "pp": pp, "tg": tg, "parallel": parallel, "pp_tps": s.pp_tps, "tg_tps": s.tg_tps, "threads": threads, "peak_rss": rss, "reps": reps, "load_s": load_s })
         );
     } else {
         if pp > 0 {
             println!("pp{pp}: {:.1} tok/s", s.pp_tps);
         }
-        if tg > 0 {
+        if tg > 0 && parallel > 1 {
+            println!("tg{tg} x {parallel} sequences: {:.1} tok/s in all", s.tg_tps);
+        } else if tg > 0 {
             println!("tg{tg}: {:.1} tok/s", s.tg_tps);
         }
         println!("threads {}, median of {reps}, peak RSS {:.1} MiB", threads(), rss as f64 / (1 << 20) as f64);
