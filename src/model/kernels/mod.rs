@@ -1,9 +1,10 @@
 //! hearth's own CPU matrix multiplies for quantized weights, used where candle's are slow: Q4_0,
 //! Q4_1 (candle has only a scalar loop), Q5_0 and Q8_0 (candle re-reads and unpacks the whole
 //! weight for every row of a batch). candle's K-quant kernels stay: they sum integers over each
-//! 256-value super-block and were faster than ours at every row count (see benches/kernels.rs). Activations are quantized to 8 bits in blocks of
-//! 32 exactly as ggml does (Q8_0, with Q8_1's block sums), once for every weight type; integer
-//! dot products are exact and partial sums stay in float vector lanes, as in llama.cpp. What
+//! 256-value super-block and were faster than ours at every row count (see benches/kernels.rs).
+//! Activations are quantized to 8 bits in blocks of 32 exactly as ggml does (Q8_0, with Q8_1's
+//! block sums), once for every weight type; integer dot products are exact, and partial sums
+//! stay in float vector lanes as in llama.cpp (Q8_0's in candle's order, bit for bit). What
 //! they add is SIMD where candle has none, and each weight block read and unpacked once for up
 //! to [`TILE`] activation rows, which is what makes a batch of sequences cheaper than the same
 //! sequences one by one. Work is shared over candle's own worker pool, so our kernels and
