@@ -34,33 +34,63 @@ pub fn dot_rows(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(super) mod avx2 {
     use std::arch::x86_64::*;
 
     use super::super::{hsum, nibbles, prefetch};
     use super::{QRows, BYTES};
+
+    /// A block layout of signed weight values with one f16 scale (Q4_0, Q5_0).
+    pub trait SignedBlock {
+        const BYTES: usize;
+        /// The block at `w`: its scale and its 32 values as signed bytes, in activation order.
+        unsafe fn unpack(w: *const u8) -> (f32, __m256i);
+    }
+
+    /// The f16 scale that opens a block.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn scale(w: *const u8) -> f32 {
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(w as *const u16) as i32)))
+    }
+
+    struct Q4_0;
+
+    impl SignedBlock for Q4_0 {
+        const BYTES: usize = BYTES;
+        #[target_feature(enable = "avx2,fma,f16c")]
+        #[inline]
+        unsafe fn unpack(w: *const u8) -> (f32, __m256i) {
+            (scale(w), _mm256_sub_epi8(nibbles(w.add(2)), _mm256_set1_epi8(8)))
+        }
+    }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_rows(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
         by_rows!(tile(wrow, q, blocks, dst))
     }
 
-    /// `R` rows sharing each weight block's unpacking. The signed nibbles (−8…7) meet the signed
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn tile<const R: usize>(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
+        signed_tile::<Q4_0, R>(wrow, q, blocks, dst)
+    }
+
+    /// `R` rows sharing each weight block's unpacking. The signed values meet the signed
     /// activations through `maddubs` by moving the weight's sign onto the activation (llama.cpp's
     /// trick), so the integer dot product is exact; blocks alternate between two accumulators; a
     /// row's arithmetic does not depend on `R`, so it gets the same result alone and in a batch.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn tile<const R: usize>(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
-        assert!(wrow.len() >= blocks * BYTES && q.qs.len() >= R * blocks && q.d.len() >= R * blocks);
+    pub unsafe fn signed_tile<B: SignedBlock, const R: usize>(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
+        assert!(wrow.len() >= blocks * B::BYTES && q.qs.len() >= R * blocks && q.d.len() >= R * blocks);
         let ones = _mm256_set1_epi16(1);
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
         for b in 0..blocks {
             // SAFETY: b < blocks and r < R; the slices hold R rows of `blocks` blocks (asserted).
-            let w = wrow.as_ptr().add(b * BYTES);
+            let w = wrow.as_ptr().add(b * B::BYTES);
             prefetch(w);
-            let dw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(w as *const u16) as i32)));
-            let wq = _mm256_sub_epi8(nibbles(w.add(2)), _mm256_set1_epi8(8));
+            let (dw, wq) = B::unpack(w);
             let ax = _mm256_sign_epi8(wq, wq);
             for r in 0..R {
                 let at = r * blocks + b;

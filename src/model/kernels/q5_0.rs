@@ -10,7 +10,8 @@ pub const BYTES: usize = 22;
 pub mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::super::{hsum, nibbles, prefetch, QRows};
+    use super::super::q4_0::avx2::{scale, signed_tile, SignedBlock};
+    use super::super::{nibbles, QRows};
     use super::BYTES;
 
     /// One weight row against `dst.len()` (≤ TILE) activation rows stored one after another.
@@ -32,33 +33,23 @@ pub mod avx2 {
         _mm256_cmpeq_epi8(_mm256_and_si256(spread, mask), mask)
     }
 
-    /// `R` rows sharing each weight block's unpacking, with Q4_0's sign trick for the signed
-    /// 5-bit values (−16…15); a row's arithmetic does not depend on `R`.
+    struct Q5_0;
+
+    impl SignedBlock for Q5_0 {
+        const BYTES: usize = BYTES;
+        /// The low nibbles with each value's fifth bit added, less 16 (−16…15).
+        #[target_feature(enable = "avx2,fma,f16c")]
+        #[inline]
+        unsafe fn unpack(w: *const u8) -> (f32, __m256i) {
+            let high = _mm256_and_si256(bit_bytes(std::ptr::read_unaligned(w.add(2) as *const u32)), _mm256_set1_epi8(0x10));
+            (scale(w), _mm256_sub_epi8(_mm256_or_si256(nibbles(w.add(6)), high), _mm256_set1_epi8(16)))
+        }
+    }
+
+    /// `R` rows sharing each weight block's unpacking, with Q4_0's arithmetic.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn tile<const R: usize>(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
-        assert!(wrow.len() >= blocks * BYTES && q.qs.len() >= R * blocks && q.d.len() >= R * blocks);
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = [[_mm256_setzero_ps(); 2]; R];
-        for b in 0..blocks {
-            // SAFETY: b < blocks and r < R; the slices hold R rows of `blocks` blocks (asserted).
-            let w = wrow.as_ptr().add(b * BYTES);
-            prefetch(w);
-            let dw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(w as *const u16) as i32)));
-            let high = _mm256_and_si256(bit_bytes(std::ptr::read_unaligned(w.add(2) as *const u32)), _mm256_set1_epi8(0x10));
-            let wq = _mm256_sub_epi8(_mm256_or_si256(nibbles(w.add(6)), high), _mm256_set1_epi8(16));
-            let ax = _mm256_sign_epi8(wq, wq);
-            for r in 0..R {
-                let at = r * blocks + b;
-                let yq = _mm256_loadu_si256(q.qs.as_ptr().add(at) as *const __m256i);
-                let sy = _mm256_sign_epi8(yq, wq);
-                let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones));
-                let a = &mut acc[r][b & 1];
-                *a = _mm256_fmadd_ps(_mm256_set1_ps(dw * *q.d.get_unchecked(at)), p, *a);
-            }
-        }
-        for r in 0..R {
-            dst[r] = hsum(_mm256_add_ps(acc[r][0], acc[r][1]));
-        }
+        signed_tile::<Q5_0, R>(wrow, q, blocks, dst)
     }
 }
