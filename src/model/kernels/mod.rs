@@ -93,12 +93,17 @@ fn own_kernel(ty: GgmlDType) -> bool {
 type Dot = unsafe fn(&[u8], QRows, usize, &mut [f32]);
 
 /// Our kernel for weight type `ty`, where this CPU can run it: the AVX2 kernels only where
-/// AVX2, FMA and F16C are present (elsewhere candle's kernels, NEON on ARM, run).
+/// AVX2, FMA and F16C are present, called directly (no feature check per weight row); elsewhere
+/// the scalar Q4_0 and Q4_1 loops, and candle's kernels (NEON on ARM) for the other types.
 fn kernel(ty: GgmlDType) -> Option<Dot> {
     #[cfg(target_arch = "x86_64")]
     let simd = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
     match ty {
+        #[cfg(target_arch = "x86_64")]
+        GgmlDType::Q4_0 if simd => Some(q4_0::avx2::dot_rows),
         GgmlDType::Q4_0 => Some(q4_0::dot_rows),
+        #[cfg(target_arch = "x86_64")]
+        GgmlDType::Q4_1 if simd => Some(q4_1::avx2::dot_rows),
         GgmlDType::Q4_1 => Some(q4_1::dot_rows),
         #[cfg(target_arch = "x86_64")]
         GgmlDType::Q5_0 if simd => Some(q5_0::avx2::dot_rows),

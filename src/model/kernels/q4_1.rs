@@ -38,7 +38,7 @@ fn scales(w: &[u8]) -> (f32, f32) {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(super) mod avx2 {
     use std::arch::x86_64::*;
 
     use super::super::{hsum, nibbles, prefetch};
