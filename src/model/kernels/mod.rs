@@ -10,15 +10,15 @@
 //! sequences one by one. Work is shared over candle's own worker pool, so our kernels and
 //! candle's never compete for the cores.
 
-/// `$tile::<R>(…)` with `R` the number of rows in `$dst` (1 to [`TILE`]): each row count gets
-/// its own unrolled copy of a kernel's tile.
+/// `$tile::<R>(…)` (or `$tile::<B, R>(…)` with a block layout `B`) with `R` the number of rows
+/// in `$dst` (1 to [`TILE`]): each row count gets its own unrolled copy of a kernel's tile.
 macro_rules! by_rows {
-    ($tile:ident($w:expr, $q:expr, $blocks:expr, $dst:expr)) => {
+    ($tile:ident $(<$b:ty>)? ($w:expr, $q:expr, $blocks:expr, $dst:expr)) => {
         match $dst.len() {
-            1 => $tile::<1>($w, $q, $blocks, $dst),
-            2 => $tile::<2>($w, $q, $blocks, $dst),
-            3 => $tile::<3>($w, $q, $blocks, $dst),
-            _ => $tile::<4>($w, $q, $blocks, $dst),
+            1 => $tile::<$($b,)? 1>($w, $q, $blocks, $dst),
+            2 => $tile::<$($b,)? 2>($w, $q, $blocks, $dst),
+            3 => $tile::<$($b,)? 3>($w, $q, $blocks, $dst),
+            _ => $tile::<$($b,)? 4>($w, $q, $blocks, $dst),
         }
     };
 }
@@ -89,7 +89,7 @@ fn own_kernel(ty: GgmlDType) -> bool {
     kernel(ty).is_some()
 }
 
-/// One weight row against up to [`TILE`] activation rows (see `q4_1::dot_rows`).
+/// One weight row against up to [`TILE`] activation rows (see `q4_1::scalar_rows`).
 type Dot = unsafe fn(&[u8], QRows, usize, &mut [f32]);
 
 /// Our kernel for weight type `ty`, where this CPU can run it: the AVX2 kernels only where
@@ -101,10 +101,10 @@ fn kernel(ty: GgmlDType) -> Option<Dot> {
     match ty {
         #[cfg(target_arch = "x86_64")]
         GgmlDType::Q4_0 if simd => Some(q4_0::avx2::dot_rows),
-        GgmlDType::Q4_0 => Some(q4_0::dot_rows),
+        GgmlDType::Q4_0 => Some(q4_0::scalar_rows),
         #[cfg(target_arch = "x86_64")]
         GgmlDType::Q4_1 if simd => Some(q4_1::avx2::dot_rows),
-        GgmlDType::Q4_1 => Some(q4_1::dot_rows),
+        GgmlDType::Q4_1 => Some(q4_1::scalar_rows),
         #[cfg(target_arch = "x86_64")]
         GgmlDType::Q5_0 if simd => Some(q5_0::avx2::dot_rows),
         #[cfg(target_arch = "x86_64")]

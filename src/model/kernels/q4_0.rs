@@ -1,5 +1,5 @@
 //! Q4_0 weights against Q8_0 activations: AVX2 + FMA where the CPU has them (float partial sums
-//! across blocks, as llama.cpp), a scalar loop elsewhere. candle's own AVX path re-reads the weight
+//! across blocks, as llama.cpp), a scalar loop elsewhere; the AVX2 tile serves Q5_0 too. candle's own AVX path re-reads the weight
 //! for every activation row; this one reads each block once for up to a tile of rows.
 
 use half::f16;
@@ -9,14 +9,10 @@ use super::{QRows, QK, TILE};
 /// Bytes of one block: f16 scale, 16 bytes of nibbles (value = scale × (nibble − 8)).
 pub const BYTES: usize = 18;
 
-/// One weight row against `dst.len()` (≤ TILE) activation rows stored one after another.
-pub fn dot_rows(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
-        // SAFETY: AVX2, FMA and F16C are present; the slices hold `blocks` blocks per row as the callee reads them.
-        unsafe { avx2::dot_rows(wrow, q, blocks, dst) };
-        return;
-    }
+/// One weight row against `dst.len()` (≤ TILE) activation rows stored one after another, in
+/// scalar code: for CPUs without AVX2, FMA and F16C (`super::kernel` picks `avx2::dot_rows`
+/// where they are present).
+pub fn scalar_rows(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
     let mut sums = [0f32; TILE];
     for b in 0..blocks {
         let w = &wrow[b * BYTES..(b + 1) * BYTES];
@@ -65,15 +61,10 @@ pub(super) mod avx2 {
         }
     }
 
+    /// One weight row against `dst.len()` (≤ TILE) activation rows stored one after another.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_rows(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
-        by_rows!(tile(wrow, q, blocks, dst))
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn tile<const R: usize>(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
-        signed_tile::<Q4_0, R>(wrow, q, blocks, dst)
+        by_rows!(signed_tile<Q4_0>(wrow, q, blocks, dst))
     }
 
     /// `R` rows sharing each weight block's unpacking. The signed values meet the signed

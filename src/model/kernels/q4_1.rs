@@ -9,14 +9,10 @@ use super::{QRows, QK, TILE};
 /// Bytes of one block: f16 scale, f16 minimum, 16 bytes of nibbles.
 pub const BYTES: usize = 20;
 
-/// One weight row against `dst.len()` (≤ TILE) activation rows stored one after another.
-pub fn dot_rows(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
-        // SAFETY: AVX2, FMA and F16C are present; the slices hold `blocks` blocks per row as the callee reads them.
-        unsafe { avx2::dot_rows(wrow, q, blocks, dst) };
-        return;
-    }
+/// One weight row against `dst.len()` (≤ TILE) activation rows stored one after another, in
+/// scalar code: for CPUs without AVX2, FMA and F16C (`super::kernel` picks `avx2::dot_rows`
+/// where they are present).
+pub fn scalar_rows(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
     let mut sums = [0f32; TILE];
     for b in 0..blocks {
         let w = &wrow[b * BYTES..(b + 1) * BYTES];

@@ -14,10 +14,11 @@ pub mod avx2 {
     use super::super::{nibbles, QRows};
     use super::BYTES;
 
-    /// One weight row against `dst.len()` (≤ TILE) activation rows stored one after another.
+    /// One weight row against `dst.len()` (≤ TILE) activation rows stored one after another,
+    /// each block unpacked once for all of them, with Q4_0's arithmetic.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_rows(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
-        by_rows!(tile(wrow, q, blocks, dst))
+        by_rows!(signed_tile<Q5_0>(wrow, q, blocks, dst))
     }
 
     /// Byte `i` of the result is 0xFF where bit `i` of `bits` is set, else 0.
@@ -44,12 +45,5 @@ pub mod avx2 {
             let high = _mm256_and_si256(bit_bytes(std::ptr::read_unaligned(w.add(2) as *const u32)), _mm256_set1_epi8(0x10));
             (scale(w), _mm256_sub_epi8(_mm256_or_si256(nibbles(w.add(6)), high), _mm256_set1_epi8(16)))
         }
-    }
-
-    /// `R` rows sharing each weight block's unpacking, with Q4_0's arithmetic.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn tile<const R: usize>(wrow: &[u8], q: QRows, blocks: usize, dst: &mut [f32]) {
-        signed_tile::<Q5_0, R>(wrow, q, blocks, dst)
     }
 }
