@@ -4,20 +4,37 @@
 //! `QMatMul` (same quantized products) within float rounding; Q8_0 equals candle bit for bit.
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 use hearth::model::kernels;
+use hearth::model::kernels::packed::{self, Packed};
+
+/// A quantized matmul of ours: the AVX2 / scalar kernels, or the panel kernels.
+type Ours = fn(&QTensor, &Tensor) -> Tensor;
+
+fn row_kernels(w: &QTensor, x: &Tensor) -> Tensor {
+    assert!(kernels::supports(w, x), "{:?} {:?}", w.dtype(), x.shape());
+    kernels::matmul(w, x).unwrap()
+}
+
+fn panels(w: &QTensor) -> Packed {
+    let (n, k) = w.shape().dims2().unwrap();
+    Packed::new(w.dtype(), n, k, &w.data().unwrap(), |_| {}).expect("a type with a panel form")
+}
+
+fn panel_kernels(w: &QTensor, x: &Tensor) -> Tensor {
+    panels(w).matmul(x).unwrap()
+}
 
 /// Ours, candle's, the f32 reference, and per output the bound on |ours − reference|.
-fn run(ty: GgmlDType, m: usize, k: usize, n: usize, scale: f64) -> (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<f64>>, Vec<Vec<f64>>) {
+fn run(ours: Ours, ty: GgmlDType, m: usize, k: usize, n: usize, scale: f64) -> (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<f64>>, Vec<Vec<f64>>) {
     let dev = Device::Cpu;
     let w = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap(), ty).unwrap();
     let x = (Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap() * scale).unwrap();
-    assert!(kernels::supports(&w, &x), "{ty:?} {m}x{k}");
     let wf = w.dequantize(&dev).unwrap().to_vec2::<f32>().unwrap();
     let xf = x.to_vec2::<f32>().unwrap();
-    let ours = kernels::matmul(&w, &x).unwrap();
+    let ours = ours(&w, &x);
     assert_eq!(ours.dims(), &[m, n]);
-    let theirs = QMatMul::from_qtensor(w).unwrap().forward(&x).unwrap();
+    let theirs = candle_per_block(&w, &xf);
     let (mut reference, mut bound) = (vec![vec![0f64; n]; m], vec![vec![0f64; n]; m]);
     for (r, xr) in xf.iter().enumerate() {
         // Each activation moves by at most half its block's step (amax / 127) when quantized,
@@ -33,11 +50,37 @@ fn run(ty: GgmlDType, m: usize, k: usize, n: usize, scale: f64) -> (Vec<Vec<f32>
             bound[r][j] = wr.iter().zip(&err).map(|(&a, e)| a.abs() as f64 * e).sum::<f64>() + 1e-5 * magnitude;
         }
     }
-    (ours.to_vec2().unwrap(), theirs.to_vec2().unwrap(), reference, bound)
+    (ours.to_vec2().unwrap(), theirs, reference, bound)
 }
 
-fn check(ty: GgmlDType, m: usize, k: usize, n: usize, scale: f64) -> bool {
-    let (ours, theirs, reference, bound) = run(ty, m, k, n, scale);
+/// candle's ggml-style matmul (`vec_dot` over blocks of 32), called directly: `QMatMul` may
+/// instead take candle's repacked path (on CPUs with AVX-512 VNNI, for Q8_0 rows of a multiple
+/// of 256), which quantizes the activations over 256 values and so is not the same product.
+fn candle_per_block(w: &QTensor, xf: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    use candle_core::quantized::k_quants::{matmul, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ8_0, GgmlType};
+    fn blocks<B: GgmlType>(bytes: &[u8]) -> &[B] {
+        assert_eq!(bytes.as_ptr().align_offset(std::mem::align_of::<B>()), 0);
+        // SAFETY: a QTensor's storage is a Vec of blocks viewed as bytes (aligned, checked).
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const B, bytes.len() / std::mem::size_of::<B>()) }
+    }
+    let (n, k) = w.shape().dims2().unwrap();
+    let m = xf.len();
+    let lhs: Vec<f32> = xf.concat();
+    let mut dst = vec![0f32; m * n];
+    let data = w.data().unwrap();
+    match w.dtype() {
+        GgmlDType::Q4_0 => matmul((m, k, n), &lhs, blocks::<BlockQ4_0>(&data), &mut dst),
+        GgmlDType::Q4_1 => matmul((m, k, n), &lhs, blocks::<BlockQ4_1>(&data), &mut dst),
+        GgmlDType::Q5_0 => matmul((m, k, n), &lhs, blocks::<BlockQ5_0>(&data), &mut dst),
+        GgmlDType::Q8_0 => matmul((m, k, n), &lhs, blocks::<BlockQ8_0>(&data), &mut dst),
+        ty => panic!("no per-block candle matmul for {ty:?} here"),
+    }
+    .unwrap();
+    dst.chunks_exact(n).map(|r| r.to_vec()).collect()
+}
+
+fn check_with(ours: Ours, ty: GgmlDType, m: usize, k: usize, n: usize, scale: f64) -> bool {
+    let (ours, theirs, reference, bound) = run(ours, ty, m, k, n, scale);
     let mut close_to_candle = true;
     for r in 0..m {
         for j in 0..n {
@@ -51,6 +94,10 @@ fn check(ty: GgmlDType, m: usize, k: usize, n: usize, scale: f64) -> bool {
     // Equal zeros would prove nothing.
     assert!(reference.iter().flatten().any(|v| v.abs() > 1e-3));
     ours == theirs
+}
+
+fn check(ty: GgmlDType, m: usize, k: usize, n: usize, scale: f64) -> bool {
+    check_with(row_kernels, ty, m, k, n, scale)
 }
 
 const SHAPES: [(usize, usize, usize); 8] = [(1, 576, 1536), (2, 64, 33), (3, 96, 7), (4, 576, 192), (5, 32, 1), (9, 1536, 576), (37, 640, 100), (1, 288, 3)];
@@ -83,21 +130,69 @@ fn q8_0_matches_the_f32_reference_and_candle_bit_for_bit() {
     }
 }
 
+const PANEL_TYPES: [GgmlDType; 4] = [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q8_0];
+
 /// A row's result must not depend on how many rows share its tile: a sequence decoded alone
 /// and in a batch gets the same numbers (so the same greedy text).
-#[test]
-fn a_row_gets_the_same_result_alone_and_in_a_tile() {
+fn same_alone_and_in_a_tile(ours: Ours, rows: usize) {
     let dev = Device::Cpu;
-    for ty in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q8_0] {
+    for ty in PANEL_TYPES {
         let (k, n) = (608, 37);
         let w = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap(), ty).unwrap();
-        let x = Tensor::randn(0f32, 1.0, (7, k), &dev).unwrap();
-        let all = kernels::matmul(&w, &x).unwrap().to_vec2::<f32>().unwrap();
-        for r in 0..7 {
-            let alone = kernels::matmul(&w, &x.narrow(0, r, 1).unwrap()).unwrap().to_vec2::<f32>().unwrap();
-            assert_eq!(alone[0], all[r], "{ty:?}: row {r} alone and among 7");
+        let x = Tensor::randn(0f32, 1.0, (rows, k), &dev).unwrap();
+        let all = ours(&w, &x).to_vec2::<f32>().unwrap();
+        for r in 0..rows {
+            let alone = ours(&w, &x.narrow(0, r, 1).unwrap()).to_vec2::<f32>().unwrap();
+            assert_eq!(alone[0], all[r], "{ty:?}: row {r} alone and among {rows}");
         }
     }
+}
+
+#[test]
+fn a_row_gets_the_same_result_alone_and_in_a_tile() {
+    same_alone_and_in_a_tile(row_kernels, 7);
+}
+
+/// The panel layout holds every block exactly: each row read back equals candle's dequantization.
+#[test]
+fn panels_hold_the_blocks_exactly() {
+    let dev = Device::Cpu;
+    for ty in PANEL_TYPES {
+        for (n, k) in [(37, 96), (16, 32), (5, 640)] {
+            let w = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap(), ty).unwrap();
+            let p = panels(&w);
+            assert_eq!(p.dims(), (n, k));
+            let ids = Tensor::new((0..n as u32).rev().collect::<Vec<_>>().as_slice(), &dev).unwrap();
+            let ours = p.rows(&ids).unwrap().to_vec2::<f32>().unwrap();
+            let theirs = w.dequantize(&dev).unwrap().to_vec2::<f32>().unwrap();
+            for (i, row) in ours.iter().enumerate() {
+                assert_eq!(row, &theirs[n - 1 - i], "{ty:?} {n}x{k}: row {}", n - 1 - i);
+            }
+            assert!(p.rows(&Tensor::new(&[n as u32], &dev).unwrap()).is_err(), "a row past the end is refused");
+        }
+    }
+    let k4 = QTensor::quantize(&Tensor::zeros((4, 256), DType::F32, &dev).unwrap(), GgmlDType::Q4K).unwrap();
+    assert!(Packed::new(GgmlDType::Q4K, 4, 256, &k4.data().unwrap(), |_| {}).is_none(), "K-quants have no panel form");
+}
+
+/// The panel kernels (CPUs with AVX-512 VNNI) against the f32 reference and candle, for every
+/// row count from 1 to past two full tiles and for widths that leave a partial panel. Elsewhere
+/// the panel matmul refuses to run and models keep the other kernels.
+#[test]
+fn panel_kernels_match_the_f32_reference_and_candle() {
+    if !packed::available() {
+        let w = QTensor::quantize(&Tensor::zeros((16, 32), DType::F32, &Device::Cpu).unwrap(), GgmlDType::Q4_0).unwrap();
+        assert!(panels(&w).matmul(&Tensor::zeros((1, 32), DType::F32, &Device::Cpu).unwrap()).is_err());
+        eprintln!("this CPU has no AVX-512 VNNI (or HEARTH_NO_PANELS is set): checked that the panel matmul refuses to run");
+        return;
+    }
+    let shapes = [(1, 576, 1536), (2, 64, 33), (3, 96, 7), (8, 576, 192), (5, 32, 1), (9, 1536, 576), (17, 640, 100), (1, 288, 3), (23, 64, 48)];
+    for ty in PANEL_TYPES {
+        for (i, &(m, k, n)) in shapes.iter().enumerate() {
+            check_with(panel_kernels, ty, m, k, n, i as f64 + 0.5);
+        }
+    }
+    same_alone_and_in_a_tile(panel_kernels, 19);
 }
 
 #[test]

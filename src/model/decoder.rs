@@ -74,7 +74,7 @@ impl Decoder {
         let spec = &self.spec;
         let ids: Vec<u32> = chunks.iter().flat_map(|c| c.tokens.iter().copied()).collect();
         let ids = Tensor::new(ids.as_slice(), &self.device)?;
-        let mut x = self.weights.embed.embedding(&ids)?;
+        let mut x = self.weights.embed.lookup(&ids)?;
         if spec.arch.scales_embedding() {
             x = (x * (spec.d_model as f64).sqrt())?;
         }
@@ -104,7 +104,7 @@ impl Decoder {
             };
             let rows = x.narrow(0, start + from, n - from)?;
             let h = candle_nn::ops::rms_norm(&rows.contiguous()?, &self.weights.output_norm, spec.rms_eps as f32)?;
-            out.push(Some(super::kernels::forward(&self.weights.output, &h)?));
+            out.push(Some(self.weights.output.forward(&h)?));
             start += n;
         }
         Ok(out)

@@ -7,18 +7,59 @@ use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, GgmlType, 
 use candle_core::{Device, Tensor};
 
 use super::arch::ModelSpec;
+use super::kernels::packed::Packed;
 use super::gguf::{GgufFile, TensorInfo};
 use super::ModelError;
 
+/// A weight matrix as the model multiplies by it: in panels where this CPU has the panel
+/// kernels for its type (see `kernels::packed`), else candle's `QMatMul`, which hearth's AVX2
+/// kernels and f32 prompt path serve where they apply (`kernels::forward`).
+pub enum Matrix {
+    Panels(Arc<Packed>),
+    Candle(QMatMul),
+}
+
+impl Matrix {
+    /// `x` `[.., k]` times the transpose of this `[n, k]` → `[.., n]`.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Matrix::Panels(p) if x.rank() == 2 => p.matmul(x),
+            Matrix::Panels(p) => {
+                let (mut dims, k) = (x.dims().to_vec(), p.dims().1);
+                let y = p.matmul(&x.reshape((x.elem_count() / k.max(1), k))?)?;
+                *dims.last_mut().expect("rank > 2") = p.dims().0;
+                y.reshape(dims)
+            }
+            Matrix::Candle(w) => super::kernels::forward(w, x),
+        }
+    }
+}
+
+/// The token embedding: rows looked up and dequantized, from panels where it is also the
+/// (tied) output matrix and went to panels, else from candle's blocks.
+pub enum Embedding {
+    Panels(Arc<Packed>),
+    Candle(Arc<QTensor>),
+}
+
+impl Embedding {
+    pub fn lookup(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Embedding::Panels(p) => p.rows(ids),
+            Embedding::Candle(t) => t.embedding(ids),
+        }
+    }
+}
+
 /// A matrix multiply by a (usually quantized) weight, plus an optional bias.
 pub struct Linear {
-    w: QMatMul,
+    w: Matrix,
     b: Option<Tensor>,
 }
 
 impl Linear {
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = super::kernels::forward(&self.w, x)?;
+        let y = self.w.forward(x)?;
         match &self.b {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -52,10 +93,10 @@ pub struct Layer {
 
 pub struct Weights {
     /// Token embedding, kept quantized: only looked-up rows are dequantized.
-    pub embed: Arc<QTensor>,
+    pub embed: Embedding,
     pub layers: Vec<Layer>,
     pub output_norm: Tensor,
-    pub output: QMatMul,
+    pub output: Matrix,
 }
 
 struct Loader<'a> {
@@ -98,9 +139,37 @@ impl Loader<'_> {
         }
     }
 
+    /// Weight `name` `[n, k]` in panels, read straight from the file, where the CPU has the panel
+    /// kernels for its type; `None` otherwise.
+    fn panels(&self, name: &str, n: usize, k: usize) -> Result<Option<Packed>, ModelError> {
+        let info = self.info(name)?;
+        if info.dims != [n, k] {
+            return Err(self.file.error(format!("tensor {name} has shape {:?}, expected {:?}", info.dims, [n, k])).into());
+        }
+        let dtype = info.ty.ggml_dtype().expect("types were checked at open");
+        if !self.device.is_cpu() || !super::kernels::packed::available() {
+            return Ok(None);
+        }
+        let mut released = 0;
+        let packed = Packed::new(dtype, n, k, self.file.tensor_bytes(info), |done| {
+            if done - released >= 8 << 20 || done == info.size {
+                self.file.release(info.offset + released, done - released);
+                released = done;
+            }
+        });
+        Ok(packed)
+    }
+
+    fn matrix(&self, name: &str, n: usize, k: usize) -> Result<Matrix, ModelError> {
+        if let Some(p) = self.panels(name, n, k)? {
+            return Ok(Matrix::Panels(Arc::new(p)));
+        }
+        let w = QMatMul::from_qtensor(self.qtensor(name, &[n, k])?).map_err(|e| ModelError::candle(format!("loading {name}"), e))?;
+        Ok(Matrix::Candle(w))
+    }
+
     fn linear(&self, name: &str, out: usize, inp: usize) -> Result<Linear, ModelError> {
-        let w = QMatMul::from_qtensor(self.qtensor(&format!("{name}.weight"), &[out, inp])?)
-            .map_err(|e| ModelError::candle(format!("loading {name}"), e))?;
+        let w = self.matrix(&format!("{name}.weight"), out, inp)?;
         let b = self.opt_vector(&format!("{name}.bias"), out)?;
         Ok(Linear { w, b })
     }
@@ -153,12 +222,24 @@ impl Weights {
         let l = Loader { file, device };
         let (d, hd) = (spec.d_model, spec.head_dim);
         let (q_dim, kv_dim) = (spec.n_head * hd, spec.n_kv_head * hd);
-        let embed = Arc::new(l.qtensor("token_embd.weight", &[spec.vocab_size, d])?);
-        let output = match file.tensor("output.weight") {
-            Some(_) => QMatMul::from_qtensor(l.qtensor("output.weight", &[spec.vocab_size, d])?),
-            None => QMatMul::from_arc(embed.clone()),
-        }
-        .map_err(|e| ModelError::candle("loading output.weight", e))?;
+        let (embed, output) = match file.tensor("output.weight") {
+            Some(_) => (
+                Embedding::Candle(Arc::new(l.qtensor("token_embd.weight", &[spec.vocab_size, d])?)),
+                l.matrix("output.weight", spec.vocab_size, d)?,
+            ),
+            // Tied: one copy serves the lookups and the output matrix.
+            None => match l.panels("token_embd.weight", spec.vocab_size, d)? {
+                Some(p) => {
+                    let p = Arc::new(p);
+                    (Embedding::Panels(p.clone()), Matrix::Panels(p))
+                }
+                None => {
+                    let t = Arc::new(l.qtensor("token_embd.weight", &[spec.vocab_size, d])?);
+                    let w = QMatMul::from_arc(t.clone()).map_err(|e| ModelError::candle("loading token_embd.weight", e))?;
+                    (Embedding::Candle(t), Matrix::Candle(w))
+                }
+            },
+        };
         let output_norm = l.vector("output_norm.weight", d)?;
         let arch = spec.arch;
         let mut layers = Vec::with_capacity(spec.n_layer);

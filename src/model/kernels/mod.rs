@@ -24,10 +24,13 @@ macro_rules! by_rows {
 }
 
 pub mod dequant;
+pub mod packed;
 pub mod q4_0;
 pub mod q4_1;
 pub mod q5_0;
 pub mod q8_0;
+#[cfg(target_arch = "x86_64")]
+mod vnni;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Result, Storage, Tensor};

@@ -1,0 +1,275 @@
+//! The AVX-512 VNNI kernel over panel-packed weights (see `packed`): activations quantized to 8
+//! bits in blocks of 32 (ggml's Q8_0 / Q8_1, bit for bit as candle quantizes them),
+//! then for each panel of 16 weight rows and up to [`ROWS`] activation rows, block by block:
+//! eight `vpdpbusd` give the 16 exact integer dot products (the weight's offset, 8, 16 or 128,
+//! taken out through the activation block's integer sum), one conversion and one FMA scale them
+//! into 16 float lanes. A row's arithmetic does not depend on how many rows share its tile, so
+//! it gets the same result alone and in a batch; the work is shared over candle's worker pool.
+#![cfg(target_arch = "x86_64")]
+
+use std::arch::x86_64::*;
+
+use half::f16;
+
+use super::packed::{Kind, Packed, PANEL};
+use super::{OutPtr, QK};
+
+/// Activation rows that share one pass over a panel.
+pub const ROWS: usize = 8;
+
+/// Activation rows quantized: block `b` of row `r` at `r * blocks + b`.
+struct Acts {
+    qs: Vec<[i8; QK]>,
+    /// ggml's Q8_0 scale (f16-rounded).
+    d: Vec<f32>,
+    /// The block's integer sum.
+    sum: Vec<i32>,
+    /// Q8_1's `d × sum` (f16-rounded), for Q4_1's minimums.
+    s: Vec<f32>,
+}
+
+/// Rounding half away from zero, as `f32::round` (and so ggml's and candle's scalar quantizers):
+/// to nearest even, except that a tie steps away from the truncated value.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn round_away(x: __m512) -> __m512 {
+    let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(x);
+    let even = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
+    let frac = _mm512_sub_ps(x, t);
+    let tie = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(frac), _mm512_set1_ps(0.5));
+    _mm512_mask_blend_ps(tie, even, _mm512_fmadd_ps(frac, _mm512_set1_ps(2.0), t))
+}
+
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize_row(x: &[f32], qs: &mut [[i8; QK]], d: &mut [f32], sum: &mut [i32], s: &mut [f32]) {
+    for (i, b) in x.chunks_exact(QK).enumerate() {
+        let (v0, v1) = (_mm512_loadu_ps(b.as_ptr()), _mm512_loadu_ps(b.as_ptr().add(16)));
+        let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        let dd = amax / 127.0;
+        let id = _mm512_set1_ps(if dd != 0.0 { 1.0 / dd } else { 0.0 });
+        let q0 = _mm512_cvtps_epi32(round_away(_mm512_mul_ps(v0, id)));
+        let q1 = _mm512_cvtps_epi32(round_away(_mm512_mul_ps(v1, id)));
+        let out = qs[i].as_mut_ptr() as *mut __m128i;
+        _mm_storeu_si128(out, _mm512_cvtsepi32_epi8(q0));
+        _mm_storeu_si128(out.add(1), _mm512_cvtsepi32_epi8(q1));
+        let total = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        let d16 = f16::from_f32(dd);
+        d[i] = d16.to_f32();
+        sum[i] = total;
+        s[i] = (f16::from_f32(total as f32) * d16).to_f32();
+    }
+}
+
+/// `m` rows of `k` values quantized, on the worker pool when there are many.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize(xs: &[f32], m: usize, k: usize) -> Acts {
+    let n = m * (k / QK);
+    let mut a = Acts { qs: vec![[0; QK]; n], d: vec![0.0; n], sum: vec![0; n], s: vec![0.0; n] };
+    let blocks = k / QK;
+    if m < 8 {
+        quantize_row(xs, &mut a.qs, &mut a.d, &mut a.sum, &mut a.s);
+        return a;
+    }
+    let ptrs = (a.qs.as_mut_ptr() as usize, a.d.as_mut_ptr() as usize, a.sum.as_mut_ptr() as usize, a.s.as_mut_ptr() as usize);
+    candle_core::utils::barrier_pool().execute_chunked(m, |rows| {
+        let at = rows.start * blocks;
+        let len = rows.len() * blocks;
+        // SAFETY: rows `rows` (blocks `at..at + len`) are written by this call alone, and the
+        // vectors outlive the pool call.
+        unsafe {
+            quantize_row(
+                &xs[rows.start * k..rows.end * k],
+                std::slice::from_raw_parts_mut((ptrs.0 as *mut [i8; QK]).add(at), len),
+                std::slice::from_raw_parts_mut((ptrs.1 as *mut f32).add(at), len),
+                std::slice::from_raw_parts_mut((ptrs.2 as *mut i32).add(at), len),
+                std::slice::from_raw_parts_mut((ptrs.3 as *mut f32).add(at), len),
+            )
+        }
+    });
+    a
+}
+
+/// How one panel block's values become the unsigned operands of `vpdpbusd`.
+trait Layout {
+    /// Subtracted from each unsigned operand to give the stored value (none for Q4_1).
+    const OFFSET: i32;
+    /// Where the value vectors start in a panel block.
+    const VALUES: usize;
+    /// The eight operands: operand `g` meets activation bytes `4g..4g + 4`.
+    unsafe fn operands(p: *const u8) -> [__m512i; 8];
+}
+
+/// Lanes `r` of vector `g` at `v` hold the low nibbles of group g and the high of group g + 4.
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+unsafe fn nibble_operands(v: *const u8) -> [__m512i; 8] {
+    let low = _mm512_set1_epi8(0x0F);
+    let mut w = [_mm512_setzero_si512(); 8];
+    for g in 0..4 {
+        let x = _mm512_loadu_si512(v.add(64 * g) as *const _);
+        w[g] = _mm512_and_si512(x, low);
+        w[g + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(x), low);
+    }
+    w
+}
+
+struct Q4_0;
+impl Layout for Q4_0 {
+    const OFFSET: i32 = 8;
+    const VALUES: usize = 32;
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn operands(p: *const u8) -> [__m512i; 8] {
+        nibble_operands(p.add(Self::VALUES))
+    }
+}
+
+struct Q4_1;
+impl Layout for Q4_1 {
+    const OFFSET: i32 = 0;
+    const VALUES: usize = 64;
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn operands(p: *const u8) -> [__m512i; 8] {
+        nibble_operands(p.add(Self::VALUES))
+    }
+}
+
+struct Q5_0;
+impl Layout for Q5_0 {
+    const OFFSET: i32 = 16;
+    const VALUES: usize = 96;
+    /// The nibbles with each value's fifth bit rotated into bit 4 (see `packed::fifth_bit_slot`:
+    /// group g's bits sit at 8j + slot(g), and rotating right by slot(g) − 4 brings them to 8j + 4).
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn operands(p: *const u8) -> [__m512i; 8] {
+        let mut w = nibble_operands(p.add(Self::VALUES));
+        let h = _mm512_loadu_si512(p.add(32) as *const _);
+        let rotated = [
+            _mm512_ror_epi32::<28>(h),
+            _mm512_ror_epi32::<30>(h),
+            h,
+            _mm512_ror_epi32::<2>(h),
+            _mm512_ror_epi32::<29>(h),
+            _mm512_ror_epi32::<31>(h),
+            _mm512_ror_epi32::<1>(h),
+            _mm512_ror_epi32::<3>(h),
+        ];
+        let bit4 = _mm512_set1_epi8(0x10);
+        for g in 0..8 {
+            // w | (rotated & bit4)
+            w[g] = _mm512_ternarylogic_epi32::<0xEA>(rotated[g], bit4, w[g]);
+        }
+        w
+    }
+}
+
+struct Q8_0;
+impl Layout for Q8_0 {
+    const OFFSET: i32 = 128;
+    const VALUES: usize = 32;
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn operands(p: *const u8) -> [__m512i; 8] {
+        let mut w = [_mm512_setzero_si512(); 8];
+        for (g, w) in w.iter_mut().enumerate() {
+            *w = _mm512_loadu_si512(p.add(Self::VALUES + 64 * g) as *const _);
+        }
+        w
+    }
+}
+
+/// Sixteen f16 values at `p` as floats.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn halves(p: *const u8) -> __m512 {
+    _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+}
+
+/// Panel `panel` (its blocks at `w`) against activation rows `row0..row0 + R`, writing the first
+/// `lanes` of each row's 16 results to `out` (row `r` at `out + r * ldo`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn tile<L: Layout, const R: usize>(w: *const u8, bytes: usize, blocks: usize, a: &Acts, row0: usize, out: *mut f32, ldo: usize, lanes: __mmask16) {
+    let mut acc = [_mm512_setzero_ps(); R];
+    for b in 0..blocks {
+        let p = w.add(b * bytes);
+        for line in (0..bytes).step_by(64) {
+            super::prefetch(p.add(line));
+        }
+        let ops = L::operands(p);
+        let dw = halves(p);
+        let mins = if L::OFFSET == 0 { halves(p.add(32)) } else { _mm512_setzero_ps() };
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let at = (row0 + r) * blocks + b;
+            let y = a.qs.get_unchecked(at).as_ptr() as *const i32;
+            let mut i0 = _mm512_set1_epi32(-L::OFFSET * *a.sum.get_unchecked(at));
+            let mut i1 = _mm512_setzero_si512();
+            for g in (0..8).step_by(2) {
+                i0 = _mm512_dpbusd_epi32(i0, ops[g], _mm512_set1_epi32(std::ptr::read_unaligned(y.add(g))));
+                i1 = _mm512_dpbusd_epi32(i1, ops[g + 1], _mm512_set1_epi32(std::ptr::read_unaligned(y.add(g + 1))));
+            }
+            let dot = _mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1));
+            *acc = _mm512_fmadd_ps(dot, _mm512_mul_ps(dw, _mm512_set1_ps(*a.d.get_unchecked(at))), *acc);
+            if L::OFFSET == 0 {
+                *acc = _mm512_fmadd_ps(mins, _mm512_set1_ps(*a.s.get_unchecked(at)), *acc);
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        _mm512_mask_storeu_ps(out.add(r * ldo), lanes, *acc);
+    }
+}
+
+/// Every panel of `w` against all `m` rows of `a`, panels shared over the pool.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn run<L: Layout>(w: &Packed, a: &Acts, m: usize, out: &mut [f32]) {
+    let (n, k) = w.dims();
+    let (blocks, bytes) = (k / QK, w.kind().panel_bytes());
+    let data = w.data();
+    let dst = OutPtr(out.as_mut_ptr());
+    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(PANEL), |panels| {
+        for p in panels {
+            let lanes = if (p + 1) * PANEL <= n { 0xFFFF } else { (1u16 << (n - p * PANEL)) - 1 };
+            let wp = data.as_ptr().add(p * blocks * bytes);
+            let mut row0 = 0;
+            // SAFETY: rows row0.. of panel p's 16 columns are written by this call alone; the
+            // packed data holds `blocks` panel blocks for panel p and `a` all m rows.
+            unsafe {
+                let o = |row0| dst.get().add(row0 * n + p * PANEL);
+                while row0 + ROWS <= m {
+                    tile::<L, ROWS>(wp, bytes, blocks, a, row0, o(row0), n, lanes);
+                    row0 += ROWS;
+                }
+                match m - row0 {
+                    0 => {}
+                    1 => tile::<L, 1>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
+                    2 => tile::<L, 2>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
+                    3 => tile::<L, 3>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
+                    4 => tile::<L, 4>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
+                    5 => tile::<L, 5>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
+                    6 => tile::<L, 6>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
+                    _ => tile::<L, 7>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
+                }
+            }
+        }
+    });
+}
+
+/// `xs` (`m` rows of `k`) times the transpose of `w` into `out` (`[m, n]`, row-major).
+///
+/// # Safety
+/// The CPU must have AVX-512 F, BW and VNNI (`packed::available`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn matmul(w: &Packed, xs: &[f32], m: usize, out: &mut [f32]) {
+    let (n, k) = w.dims();
+    assert!(xs.len() == m * k && out.len() == m * n);
+    let a = quantize(xs, m, k);
+    match w.kind() {
+        Kind::Q4_0 => run::<Q4_0>(w, &a, m, out),
+        Kind::Q4_1 => run::<Q4_1>(w, &a, m, out),
+        Kind::Q5_0 => run::<Q5_0>(w, &a, m, out),
+        Kind::Q8_0 => run::<Q8_0>(w, &a, m, out),
+    }
+}
