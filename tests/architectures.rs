@@ -13,8 +13,20 @@ fn tokens(n: usize, seed: u32) -> Vec<u32> {
     (0..n as u32).map(|i| (i * 37 + seed * 11 + 5) % 256).collect()
 }
 
+/// Keeps candle on its ggml-style kernels (activations quantized in blocks of 32, as ggml and
+/// hearth do) for the reference: on CPUs with AVX-512 VNNI candle otherwise multiplies Q8_0 rows
+/// of a multiple of 256 on repacked weights with activations quantized over 256 values, which
+/// moves these random-weight models' logits by 2–3% and would hide the architecture differences
+/// this file looks for. Kernel accuracy is tested in tests/kernels.rs. Set before candle's first
+/// matmul, which reads it once.
+fn pin_candle_kernels() {
+    static PIN: std::sync::Once = std::sync::Once::new();
+    PIN.call_once(|| std::env::set_var("MISTRALRS_FORCE_AVX2", "1"));
+}
+
 /// Prefill `prefill` tokens, then decode the rest one at a time, in both implementations.
 fn compare_with_candle(s: &Synth, adjust: impl FnOnce(&mut hearth::model::ModelSpec), prefill: usize, total: usize) {
+    pin_candle_kernels();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(format!("{}.gguf", s.arch));
     synth::write(&path, s);
@@ -70,6 +82,7 @@ fn gemma3_matches_candle_inside_the_window() {
 
 #[test]
 fn gemma3_uses_gelu_tanh() {
+    pin_candle_kernels();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("g.gguf");
     synth::write(&path, &Synth::new("gemma3"));
@@ -83,6 +96,7 @@ fn gemma3_uses_gelu_tanh() {
 }
 
 fn window_model(n_layer: usize, window: usize) -> (tempfile::TempDir, hearth::model::Decoder) {
+    pin_candle_kernels();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.gguf");
     // Fewer than six layers: with Gemma 3's pattern every layer slides.

@@ -5,7 +5,8 @@
 
 use candle_core::{Device, Tensor};
 
-use super::arch::{Activation, ModelSpec, RopeStyle};
+use super::arch::{ModelSpec, RopeStyle};
+use super::kernels::{activation, attention};
 use super::kv_cache::KvCache;
 use super::weights::{Attn, Ffn, Layer, Weights};
 use super::ModelError;
@@ -150,11 +151,7 @@ impl Decoder {
                 (t.narrow(1, 0, spec.ff_len)?, t.narrow(1, spec.ff_len, spec.ff_len)?)
             }
         };
-        let gate = match spec.activation {
-            Activation::Silu => candle_nn::ops::silu(&gate)?,
-            Activation::GeluTanh => gate.gelu()?,
-        };
-        let mut f = l.ffn_down.forward(&(gate * up)?)?;
+        let mut f = l.ffn_down.forward(&activation::gated(spec.activation, &gate, &up)?)?;
         if let Some(w) = &l.post_ffn_norm {
             f = candle_nn::ops::rms_norm(&f, w, eps)?;
         }
@@ -191,6 +188,17 @@ impl Decoder {
     /// Attention of `q` (`[n_head, n, hd]`, positions `pos..pos+n`) over all cached keys.
     fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, pos: usize, window: Option<usize>) -> Res<Tensor> {
         let spec = &self.spec;
+        if self.device.is_cpu() && q.dtype() == candle_core::DType::F32 {
+            let shape = attention::Shape {
+                n_head: spec.n_head,
+                n_kv_head: spec.n_kv_head,
+                head_dim: spec.head_dim,
+                divisor: spec.attn_divisor as f32,
+                pos,
+                window,
+            };
+            return attention::attend(q, k, v, shape);
+        }
         let n = q.dim(1)?;
         let total = k.dim(1)?;
         // Keys before `first` are invisible to every query of this chunk.

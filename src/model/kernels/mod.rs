@@ -23,6 +23,8 @@ macro_rules! by_rows {
     };
 }
 
+pub mod activation;
+pub mod attention;
 pub mod dequant;
 pub mod packed;
 pub mod q4_0;

@@ -1,0 +1,96 @@
+//! hearth's CPU attention against a plain f64 computation of softmax(q kᵀ / divisor) v over the
+//! keys each query may see (causal, optionally within a sliding window), for decode steps and
+//! prompt chunks (whole and partial tiles), grouped key/value heads, odd head sizes, and keys
+//! read through a strided view of a larger cache, as the KV cache hands them over; and the
+//! gated feed-forward activation against candle's.
+
+use candle_core::{Device, Tensor};
+use hearth::model::kernels::attention::{attend, Shape};
+
+fn reference(q: &[Vec<Vec<f32>>], k: &[Vec<Vec<f32>>], v: &[Vec<Vec<f32>>], s: Shape) -> Vec<Vec<f64>> {
+    let n = q[0].len();
+    let group = s.n_head / s.n_kv_head;
+    let mut out = vec![vec![0f64; s.n_head * s.head_dim]; n];
+    for h in 0..s.n_head {
+        let kv = h / group;
+        for i in 0..n {
+            let p = s.pos + i;
+            let lo = s.window.map_or(0, |w| (p + 1).saturating_sub(w));
+            let scores: Vec<f64> = (lo..=p)
+                .map(|j| q[h][i].iter().zip(&k[kv][j]).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() / s.divisor as f64)
+                .collect();
+            let max = scores.iter().cloned().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = scores.iter().map(|x| (x - max).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            for (j, w) in (lo..=p).zip(&e) {
+                for d in 0..s.head_dim {
+                    out[i][h * s.head_dim + d] += w / sum * v[kv][j][d] as f64;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn attention_matches_a_plain_computation() {
+    let dev = Device::Cpu;
+    let cases = [
+        // (n_head, n_kv_head, head_dim, n, pos, window)
+        (4, 2, 64, 1, 0, None),
+        (4, 2, 64, 1, 30, None),
+        (9, 3, 64, 9, 0, None),
+        (9, 3, 64, 8, 5, None),
+        (4, 1, 256, 17, 3, None),
+        (4, 4, 80, 40, 0, Some(5)),
+        (2, 1, 96, 23, 11, Some(16)),
+        (3, 3, 16, 1, 20, Some(4)),
+    ];
+    for (n_head, n_kv_head, hd, n, pos, window) in cases {
+        let total = pos + n;
+        let q = Tensor::randn(0f32, 1.0, (n_head, n, hd), &dev).unwrap();
+        // Keys and values as a view of a cache with room for more positions.
+        let cap = total + 13;
+        let kc = (Tensor::randn(0f32, 1.0, (n_kv_head, cap, hd), &dev).unwrap() * 2.0).unwrap();
+        let vc = Tensor::randn(0f32, 1.0, (n_kv_head, cap, hd), &dev).unwrap();
+        let (k, v) = (kc.narrow(1, 0, total).unwrap(), vc.narrow(1, 0, total).unwrap());
+        let s = Shape { n_head, n_kv_head, head_dim: hd, divisor: (hd as f32).sqrt(), pos, window };
+        let ours = attend(&q, &k, &v, s).unwrap().to_vec2::<f32>().unwrap();
+        let want = reference(&q.to_vec3().unwrap(), &k.to_vec3().unwrap(), &v.to_vec3().unwrap(), s);
+        assert_eq!((ours.len(), ours[0].len()), (n, n_head * hd));
+        for (i, (a, b)) in ours.iter().zip(&want).enumerate() {
+            for (c, (&x, &y)) in a.iter().zip(b).enumerate() {
+                assert!((x as f64 - y).abs() < 2e-5 * (1.0 + y.abs()), "{s:?} n {n}: row {i} column {c}: {x} vs {y}");
+            }
+        }
+    }
+    let q = Tensor::zeros((4, 2, 8), candle_core::DType::F32, &dev).unwrap();
+    let k = Tensor::zeros((3, 2, 8), candle_core::DType::F32, &dev).unwrap();
+    let s = Shape { n_head: 4, n_kv_head: 3, head_dim: 8, divisor: 1.0, pos: 0, window: None };
+    assert!(attend(&q, &k, &k, s).is_err(), "4 query heads cannot share 3 key/value heads");
+}
+
+/// The feed-forward activation pass against candle's own SiLU and tanh-GELU, over ordinary values
+/// and the extremes where the exponential is clamped.
+#[test]
+fn gated_activations_match_candle() {
+    use hearth::model::arch::Activation;
+    use hearth::model::kernels::activation::gated;
+    let dev = Device::Cpu;
+    let mut g = (Tensor::randn(0f32, 1.0, (7, 5000), &dev).unwrap() * 4.0).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    g.extend([-200.0, -88.5, -87.0, -20.0, -1e-6, 0.0, 1e-6, 20.0, 87.0, 88.5, 200.0]);
+    let len = g.len();
+    let gate = Tensor::from_vec(g, len, &dev).unwrap();
+    let up = Tensor::randn(0f32, 1.0, len, &dev).unwrap();
+    for act in [Activation::Silu, Activation::GeluTanh] {
+        let ours = gated(act, &gate, &up).unwrap().to_vec1::<f32>().unwrap();
+        let a = match act {
+            Activation::Silu => candle_nn::ops::silu(&gate).unwrap(),
+            Activation::GeluTanh => gate.gelu().unwrap(),
+        };
+        let theirs = (a * &up).unwrap().to_vec1::<f32>().unwrap();
+        for (i, (&x, &y)) in ours.iter().zip(&theirs).enumerate() {
+            assert!(x.is_finite() && (x - y).abs() <= 2e-6 * (1.0 + y.abs()), "{act:?} at gate {}: {x} vs {y}", gate.get(i).unwrap());
+        }
+    }
+}
