@@ -5,7 +5,7 @@
 //! gated feed-forward activation against candle's.
 
 use candle_core::{Device, Tensor};
-use hearth::model::kernels::attention::{attend, Shape};
+use hearth::model::kernels::attention::{attend, attend_portable, Shape};
 
 fn reference(q: &[Vec<Vec<f32>>], k: &[Vec<Vec<f32>>], v: &[Vec<Vec<f32>>], s: Shape) -> Vec<Vec<f64>> {
     let n = q[0].len();
@@ -55,12 +55,14 @@ fn attention_matches_a_plain_computation() {
         let vc = Tensor::randn(0f32, 1.0, (n_kv_head, cap, hd), &dev).unwrap();
         let (k, v) = (kc.narrow(1, 0, total).unwrap(), vc.narrow(1, 0, total).unwrap());
         let s = Shape { n_head, n_kv_head, head_dim: hd, divisor: (hd as f32).sqrt(), pos, window };
-        let ours = attend(&q, &k, &v, s).unwrap().to_vec2::<f32>().unwrap();
         let want = reference(&q.to_vec3().unwrap(), &k.to_vec3().unwrap(), &v.to_vec3().unwrap(), s);
-        assert_eq!((ours.len(), ours[0].len()), (n, n_head * hd));
-        for (i, (a, b)) in ours.iter().zip(&want).enumerate() {
-            for (c, (&x, &y)) in a.iter().zip(b).enumerate() {
-                assert!((x as f64 - y).abs() < 2e-5 * (1.0 + y.abs()), "{s:?} n {n}: row {i} column {c}: {x} vs {y}");
+        for (name, f) in [("attend", attend as fn(&Tensor, &Tensor, &Tensor, Shape) -> _), ("portable", attend_portable)] {
+            let ours = f(&q, &k, &v, s).unwrap().to_vec2::<f32>().unwrap();
+            assert_eq!((ours.len(), ours[0].len()), (n, n_head * hd));
+            for (i, (a, b)) in ours.iter().zip(&want).enumerate() {
+                for (c, (&x, &y)) in a.iter().zip(b).enumerate() {
+                    assert!((x as f64 - y).abs() < 2e-5 * (1.0 + y.abs()), "{name} {s:?} n {n}: row {i} column {c}: {x} vs {y}");
+                }
             }
         }
     }

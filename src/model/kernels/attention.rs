@@ -49,6 +49,19 @@ const COLS: usize = 32;
 /// `q` `[n_head, n, hd]` against the cached `k`, `v` `[n_kv_head, pos + n, hd]` (views with any
 /// row stride) → `[n, n_head * hd]`.
 pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, s: Shape) -> Result<Tensor> {
+    #[cfg(target_arch = "x86_64")]
+    let simd = is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd = false;
+    attend_with(q, k, v, s, simd)
+}
+
+/// [`attend`] with the portable tile loops even where AVX-512 is present (to test them there).
+pub fn attend_portable(q: &Tensor, k: &Tensor, v: &Tensor, s: Shape) -> Result<Tensor> {
+    attend_with(q, k, v, s, false)
+}
+
+fn attend_with(q: &Tensor, k: &Tensor, v: &Tensor, s: Shape, simd: bool) -> Result<Tensor> {
     let Shape { n_head, n_kv_head, head_dim: hd, .. } = s;
     let (qh, n, qd) = q.dims3()?;
     let (kh, total, kd) = k.dims3()?;
@@ -66,7 +79,6 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, s: Shape) -> Result<Tensor> {
     // h < n_kv_head of k and v hold `hd` contiguous floats at the strides of their layouts.
     let qrow = |h: usize, i: usize| unsafe { std::slice::from_raw_parts((qp as *const f32).add((h * n + i) * hd), hd) };
     let key = |h: usize, j: usize| unsafe { std::slice::from_raw_parts((kp as *const f32).add(h * ks[0] + j * ks[1]), hd) };
-    let value = |h: usize, j: usize| unsafe { std::slice::from_raw_parts((vp as *const f32).add(h * vs[0] + j * vs[1]), hd) };
     // Keys transposed per head (`[hd, keys]`, keys padded to a whole tile) for prompt chunks,
     // so that a tile's scores need no horizontal sums.
     let padded = total.next_multiple_of(KEYS);
@@ -87,72 +99,78 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, s: Shape) -> Result<Tensor> {
     let dst = OutPtr(out.as_mut_ptr());
     let group = n_head / n_kv_head;
     let inv_divisor = 1.0 / s.divisor;
-    let tiles = n.div_ceil(ROWS);
+    // Prompt chunks go by tiles of ROWS query rows; a decode step's few rows one at a time.
+    let rt = if n >= ROWS { ROWS } else { 1 };
+    let tiles = n.div_ceil(rt);
     let items = |range: std::ops::Range<usize>| {
         let mut scores = vec![0f32; ROWS * padded];
+        let mut qt = vec![0f32; hd * ROWS];
+        let mut pt = vec![0f32; padded * ROWS];
         for item in range {
             let (h, t) = (item / tiles, item % tiles);
-            let (i0, rows) = (t * ROWS, ROWS.min(n - t * ROWS));
+            let (i0, rows) = (t * rt, rt.min(n - t * rt));
             let kv = h / group;
-            // SAFETY: output rows i0..i0 + rows, head h, are written by this item alone.
-            let o = |r: usize| unsafe { std::slice::from_raw_parts_mut(dst.get().add((i0 + r) * n_head * hd + h * hd), hd) };
             // Keys visible to row r: lo(r)..=p(r).
             let p = |r: usize| s.pos + i0 + r;
             let lo = |r: usize| s.window.map_or(0, |w| (p(r) + 1).saturating_sub(w));
             let (first, last) = (lo(0), p(rows - 1));
-            if rows == ROWS {
+            // Scores start at a whole tile of keys.
+            let j0 = if n >= ROWS { first / KEYS * KEYS } else { first };
+            if n >= ROWS {
+                // The tile's query rows, scaled and transposed (`[hd, ROWS]`; missing rows 0).
+                qt.fill(0.0);
+                for r in 0..rows {
+                    for (d, &x) in qrow(h, i0 + r).iter().enumerate() {
+                        qt[d * ROWS + r] = x * inv_divisor;
+                    }
+                }
                 let kt = &kt[kv * hd * padded..(kv + 1) * hd * padded];
-                let q: [&[f32]; ROWS] = std::array::from_fn(|r| qrow(h, i0 + r));
-                for j0 in (first / KEYS * KEYS..=last).step_by(KEYS) {
-                    let tile = score_tile(&q, kt, padded, j0);
+                for jt in (j0..=last).step_by(KEYS) {
+                    let tile = tiles_for_cpu::score(simd, &qt, kt, padded, jt);
                     for (r, t) in tile.iter().enumerate() {
-                        scores[r * padded + j0..][..KEYS].copy_from_slice(t);
+                        scores[r * padded + jt..][..KEYS].copy_from_slice(t);
                     }
                 }
             } else {
                 for r in 0..rows {
                     for j in lo(r)..=p(r) {
-                        scores[r * padded + j] = dot(qrow(h, i0 + r), key(kv, j));
+                        scores[r * padded + j] = dot(qrow(h, i0 + r), key(kv, j)) * inv_divisor;
                     }
                 }
             }
-            // Softmax over each row's visible keys; the tile's other keys get weight 0, so that
-            // the value sum below runs over whole tiles without a branch.
+            // Softmax over each row's visible keys, into `pt` (`[key - j0, rt]`, weight 0 for
+            // keys a row cannot see), so that the value sum runs without a branch.
+            let keys = last + 1 - j0;
+            pt[..keys * rt].fill(0.0);
             let mut weights = [0f32; ROWS];
-            for r in 0..ROWS {
-                let row = &mut scores[r * padded..][..=last];
-                if r >= rows {
-                    row[first..].fill(0.0);
-                    continue;
-                }
+            for r in 0..rows {
                 let (lo, p) = (lo(r), p(r));
-                row[first..lo].fill(0.0);
-                row[p + 1..].fill(0.0);
-                let seen = &mut row[lo..=p];
-                let mut max = f32::NEG_INFINITY;
-                for x in seen.iter_mut() {
-                    *x *= inv_divisor;
-                    max = max.max(*x);
-                }
+                let seen = &mut scores[r * padded + lo..=r * padded + p];
+                let max = lanes_max(seen);
                 seen.iter_mut().for_each(|x| *x -= max);
                 exp_in_place(seen);
-                weights[r] = 1.0 / seen.iter().sum::<f32>();
+                weights[r] = 1.0 / lanes_sum(seen);
+                for (j, &x) in (lo..=p).zip(seen.iter()) {
+                    pt[(j - j0) * rt + r] = x;
+                }
             }
             for c0 in (0..hd).step_by(COLS) {
                 let cols = COLS.min(hd - c0);
+                // SAFETY: value rows j0..=last of head kv hold hd floats from column 0.
+                let v = unsafe { (vp as *const f32).add(kv * vs[0] + j0 * vs[1] + c0) };
                 let mut acc = [[0f32; COLS]; ROWS];
-                for j in first..=last {
-                    let mut vrow = [0f32; COLS];
-                    vrow[..cols].copy_from_slice(&value(kv, j)[c0..c0 + cols]);
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        let w = scores[r * padded + j];
-                        for (a, &x) in acc.iter_mut().zip(&vrow) {
-                            *a = fma(w, x, *a);
-                        }
+                // SAFETY: as above.
+                unsafe {
+                    if rt == ROWS {
+                        acc = tiles_for_cpu::value::<ROWS>(simd, &pt[..keys * rt], v, vs[1], cols);
+                    } else {
+                        acc[0] = tiles_for_cpu::value::<1>(simd, &pt[..keys * rt], v, vs[1], cols)[0];
                     }
                 }
                 for (r, acc) in acc.iter().enumerate().take(rows) {
-                    for (y, a) in o(r)[c0..c0 + cols].iter_mut().zip(acc) {
+                    // SAFETY: output row i0 + r, head h, is written by this item alone.
+                    let o = unsafe { std::slice::from_raw_parts_mut(dst.get().add((i0 + r) * n_head * hd + h * hd + c0), cols) };
+                    for (y, a) in o.iter_mut().zip(acc) {
                         *y = a * weights[r];
                     }
                 }
@@ -168,21 +186,144 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, s: Shape) -> Result<Tensor> {
     Tensor::from_vec(out, (n, n_head * hd), &Device::Cpu)
 }
 
-/// Scores of [`ROWS`] query rows against keys `j0..j0 + KEYS` from the transposed keys `kt`
-/// (`[hd, stride]`): one broadcast multiply-add per row and head-size column.
+/// Scores of [`ROWS`] query rows (`qt`, transposed: `[hd, ROWS]`) against keys
+/// `j0..j0 + KEYS` of the transposed keys `kt` (`[hd, stride]`): one broadcast multiply-add per
+/// row and head-size column, no horizontal sums.
 #[inline]
-fn score_tile(q: &[&[f32]; ROWS], kt: &[f32], stride: usize, j0: usize) -> [[f32; KEYS]; ROWS] {
+fn score_tile(qt: &[f32], kt: &[f32], stride: usize, j0: usize) -> [[f32; KEYS]; ROWS] {
     let mut acc = [[0f32; KEYS]; ROWS];
-    for (d, col) in kt.chunks_exact(stride).enumerate() {
+    for (q, col) in qt.chunks_exact(ROWS).zip(kt.chunks_exact(stride)) {
+        let q: &[f32; ROWS] = q.try_into().expect("a whole row group");
         let k: &[f32; KEYS] = col[j0..j0 + KEYS].try_into().expect("a whole tile of keys");
         for r in 0..ROWS {
-            let x = q[r][d];
             for l in 0..KEYS {
-                acc[r][l] = fma(x, k[l], acc[r][l]);
+                acc[r][l] = fma(q[r], k[l], acc[r][l]);
             }
         }
     }
     acc
+}
+
+/// Columns `0..cols` (≤ [`COLS`]) of the weighted value sums of `R` rows: `pt` holds each
+/// key's `R` weights, key `j`'s value row at `v + j * stride`.
+///
+/// # Safety
+/// `v + j * stride` must point to `cols` readable floats for every key `j < pt.len() / R`.
+#[inline]
+unsafe fn value_tile<const R: usize>(pt: &[f32], v: *const f32, stride: usize, cols: usize) -> [[f32; COLS]; R] {
+    let mut acc = [[0f32; COLS]; R];
+    for (j, w) in pt.chunks_exact(R).enumerate() {
+        let w: &[f32; R] = w.try_into().expect("a whole row group");
+        let mut row = [0f32; COLS];
+        if cols == COLS {
+            row.copy_from_slice(std::slice::from_raw_parts(v.add(j * stride), COLS));
+        } else {
+            row[..cols].copy_from_slice(std::slice::from_raw_parts(v.add(j * stride), cols));
+        }
+        for r in 0..R {
+            for l in 0..COLS {
+                acc[r][l] = fma(w[r], row[l], acc[r][l]);
+            }
+        }
+    }
+    acc
+}
+
+/// The tile kernels: AVX-512 when `simd` (the caller found it present; the compiler's own
+/// vectorization of the portable loops picked scatters there), else the portable loops.
+mod tiles_for_cpu {
+    use super::{COLS, KEYS, ROWS};
+
+    #[inline]
+    pub fn score(simd: bool, qt: &[f32], kt: &[f32], stride: usize, j0: usize) -> [[f32; KEYS]; ROWS] {
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            assert!(qt.len() * stride == kt.len() * ROWS && j0 + KEYS <= stride);
+            // SAFETY: AVX-512F is present (the caller checked); rows d < qt.len() / ROWS of kt hold keys j0..j0 + KEYS
+            // (asserted).
+            return unsafe { avx512::score(qt, kt.as_ptr(), stride, j0) };
+        }
+        super::score_tile(qt, kt, stride, j0)
+    }
+
+    /// # Safety
+    /// As [`super::value_tile`], and `simd` only where AVX-512F is present.
+    #[inline]
+    pub unsafe fn value<const R: usize>(simd: bool, pt: &[f32], v: *const f32, stride: usize, cols: usize) -> [[f32; COLS]; R] {
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            return avx512::value::<R>(pt, v, stride, cols);
+        }
+        super::value_tile::<R>(pt, v, stride, cols)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod avx512 {
+        use std::arch::x86_64::*;
+
+        use super::{COLS, KEYS, ROWS};
+        const _: () = assert!(KEYS == 16 && COLS == 32);
+
+        #[target_feature(enable = "avx512f")]
+        pub unsafe fn score(qt: &[f32], kt: *const f32, stride: usize, j0: usize) -> [[f32; KEYS]; ROWS] {
+            let mut acc = [_mm512_setzero_ps(); ROWS];
+            for (d, q) in qt.chunks_exact(ROWS).enumerate() {
+                let k = _mm512_loadu_ps(kt.add(d * stride + j0));
+                for r in 0..ROWS {
+                    acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(*q.get_unchecked(r)), k, acc[r]);
+                }
+            }
+            std::mem::transmute::<[__m512; ROWS], [[f32; KEYS]; ROWS]>(acc)
+        }
+
+        #[target_feature(enable = "avx512f")]
+        pub unsafe fn value<const R: usize>(pt: &[f32], v: *const f32, stride: usize, cols: usize) -> [[f32; COLS]; R] {
+            let (m0, m1) = ((1u32 << cols.min(16)) - 1, (1u32 << cols.saturating_sub(16)) - 1);
+            let (m0, m1) = (m0 as __mmask16, m1 as __mmask16);
+            let mut acc = [[_mm512_setzero_ps(); 2]; R];
+            for (j, w) in pt.chunks_exact(R).enumerate() {
+                let row = v.add(j * stride);
+                let (v0, v1) = (_mm512_maskz_loadu_ps(m0, row), _mm512_maskz_loadu_ps(m1, row.add(16)));
+                for r in 0..R {
+                    let w = _mm512_set1_ps(*w.get_unchecked(r));
+                    acc[r][0] = _mm512_fmadd_ps(w, v0, acc[r][0]);
+                    acc[r][1] = _mm512_fmadd_ps(w, v1, acc[r][1]);
+                }
+            }
+            let mut out = [[0f32; COLS]; R];
+            for r in 0..R {
+                _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r][0]);
+                _mm512_storeu_ps(out[r].as_mut_ptr().add(16), acc[r][1]);
+            }
+            out
+        }
+    }
+}
+
+/// The largest value, in 16 lanes (so that the compiler vectorizes it).
+fn lanes_max(xs: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; 16];
+    let chunks = xs.chunks_exact(16);
+    let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |a, &x| if x > a { x } else { a });
+    for c in chunks {
+        for l in 0..16 {
+            m[l] = if c[l] > m[l] { c[l] } else { m[l] };
+        }
+    }
+    m.iter().fold(tail, |a, &x| if x > a { x } else { a })
+}
+
+/// The sum of the values, in 16 lanes.
+fn lanes_sum(xs: &[f32]) -> f32 {
+    let mut s = [0f32; 16];
+    let chunks = xs.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for l in 0..16 {
+            s[l] += c[l];
+        }
+    }
+    s.iter().sum::<f32>() + tail
 }
 
 /// `e^x` for every value (all ≤ 0 here: scores less their row's maximum).
