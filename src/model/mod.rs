@@ -12,6 +12,7 @@ pub mod kv_cache;
 pub mod prompt;
 pub mod quantize;
 pub mod tensor_type;
+pub mod spm;
 pub mod tokenizer;
 pub mod weights;
 

@@ -1,25 +1,18 @@
-//! The vocabulary read from `tokenizer.ggml.*` metadata, built into a `tokenizers::Tokenizer`
-//! (gpt2-style byte-level BPE, or SentencePiece-style BPE with byte fallback), plus the special
-//! token ids hearth needs and a streaming detokenizer that never splits a UTF-8 character.
+//! The vocabulary read from `tokenizer.ggml.*` metadata, built into a tokenizer (gpt2-style
+//! byte-level BPE through `tokenizers`, SentencePiece BPE with byte fallback through our own
+//! [`Spm`]), plus the special token ids hearth needs and a streaming detokenizer that never
+//! splits a UTF-8 character.
 
-use std::collections::HashMap;
-
-use tokenizers::decoders::byte_fallback::ByteFallback;
-use tokenizers::decoders::fuse::Fuse;
-use tokenizers::decoders::sequence::Sequence as DecoderSequence;
 use tokenizers::models::bpe::{Vocab as BpeVocab, BPE};
-use tokenizers::normalizers::{Prepend, Replace, Sequence as NormSequence};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
+use tokenizers::{AddedToken, DecoderWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
 
 use super::gguf::{GgufError, GgufFile, Value};
 
-const TYPE_NORMAL: i64 = 1;
-const TYPE_CONTROL: i64 = 3;
-const TYPE_USER: i64 = 4;
+use super::spm::{Spm, TYPE_CONTROL, TYPE_NORMAL, TYPE_USER};
 
 /// Texts of control tokens that end a turn, besides the ids the metadata names (as llama.cpp).
 const END_OF_GENERATION: &[&str] = &[
@@ -38,9 +31,16 @@ const GPT2_REGEX: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// The tokenizer a file names: gpt2-style byte-level BPE through `tokenizers`, or SentencePiece
+/// BPE through our own [`Spm`].
+enum Engine {
+    Bpe(Box<Tokenizer>),
+    Spm(Spm),
+}
+
 /// A model's vocabulary: the tokenizer and the special ids that drive generation.
 pub struct Vocab {
-    pub tokenizer: Tokenizer,
+    engine: Engine,
     pub tokens: Vec<String>,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
@@ -73,32 +73,31 @@ impl Vocab {
         };
         let flag = |key: &str| file.get(key).and_then(Value::as_bool);
         let model = file.get("tokenizer.ggml.model").and_then(Value::as_str).unwrap_or("");
-        let tokenizer = match model {
+        let engine = match model {
             "gpt2" => {
                 let merges = strings("tokenizer.ggml.merges")?;
                 let pre = file.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
-                gpt2_tokenizer(&tokens, &merges, pre)
+                let mut tokenizer = gpt2_tokenizer(&tokens, &merges, pre).map_err(|e| file.error(format!("building the tokenizer: {e}")))?;
+                let added: Vec<AddedToken> = tokens
+                    .iter()
+                    .zip(&types)
+                    .filter(|(_, &t)| t == TYPE_CONTROL || t == TYPE_USER)
+                    .map(|(s, &t)| AddedToken::from(s.clone(), t == TYPE_CONTROL).normalized(false))
+                    .collect();
+                tokenizer.add_special_tokens(&added);
+                Engine::Bpe(Box::new(tokenizer))
             }
             "llama" => {
                 let scores: Vec<f32> = match file.get("tokenizer.ggml.scores").and_then(Value::as_array) {
                     Some(a) if a.len() == n => a.iter().map(|v| v.as_f64().unwrap_or(0.0) as f32).collect(),
                     _ => return Err(file.error("tokenizer.ggml.scores is missing or differs in length from the tokens")),
                 };
-                let unk = id("tokenizer.ggml.unknown_token_id")?.map(|i| tokens[i as usize].clone());
+                let unk = id("tokenizer.ggml.unknown_token_id")?;
                 let space_prefix = flag("tokenizer.ggml.add_space_prefix").unwrap_or(true);
-                spm_tokenizer(&tokens, &scores, &types, unk, space_prefix)
+                Engine::Spm(Spm::new(&tokens, &scores, &types, unk, space_prefix))
             }
             other => return Err(file.error(format!("tokenizer model \"{other}\" is not supported (gpt2 and llama are)"))),
-        }
-        .map_err(|e| file.error(format!("building the tokenizer: {e}")))?;
-        let mut tokenizer = tokenizer;
-        let added: Vec<AddedToken> = tokens
-            .iter()
-            .zip(&types)
-            .filter(|(_, &t)| t == TYPE_CONTROL || t == TYPE_USER)
-            .map(|(s, &t)| AddedToken::from(s.clone(), t == TYPE_CONTROL).normalized(false))
-            .collect();
-        tokenizer.add_special_tokens(&added);
+        };
 
         let bos = id("tokenizer.ggml.bos_token_id")?;
         let eos = id("tokenizer.ggml.eos_token_id")?;
@@ -112,7 +111,7 @@ impl Vocab {
             }
         }
         let add_bos = flag("tokenizer.ggml.add_bos_token").unwrap_or(model == "llama") && bos.is_some();
-        Ok(Self { tokenizer, tokens, bos, eos, add_bos, end_of_generation: eog })
+        Ok(Self { engine, tokens, bos, eos, add_bos, end_of_generation: eog })
     }
 
     pub fn len(&self) -> usize {
@@ -126,18 +125,23 @@ impl Vocab {
     /// Tokenizes `text`; special-token texts in it become their tokens. Prepends BOS when the
     /// model wants one and `add_bos` is set.
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, String> {
-        let enc = self.tokenizer.encode_fast(text, false).map_err(|e| e.to_string())?;
-        let mut ids = Vec::with_capacity(enc.len() + 1);
+        let mut ids = Vec::new();
         if add_bos && self.add_bos {
             ids.extend(self.bos);
         }
-        ids.extend_from_slice(enc.get_ids());
+        match &self.engine {
+            Engine::Bpe(t) => ids.extend_from_slice(t.encode_fast(text, false).map_err(|e| e.to_string())?.get_ids()),
+            Engine::Spm(t) => ids.extend(t.encode(text)),
+        }
         Ok(ids)
     }
 
     /// Text of `ids`, control tokens left out.
     pub fn decode(&self, ids: &[u32]) -> String {
-        self.tokenizer.decode(ids, true).unwrap_or_default()
+        match &self.engine {
+            Engine::Bpe(t) => t.decode(ids, true).unwrap_or_default(),
+            Engine::Spm(t) => t.decode(ids),
+        }
     }
 
     pub fn is_end_of_generation(&self, id: u32) -> bool {
@@ -173,53 +177,6 @@ fn gpt2_tokenizer(tokens: &[String], merges: &[String], pre: &str) -> tokenizers
     };
     tok.with_pre_tokenizer(Some(pre));
     tok.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::default())));
-    Ok(tok)
-}
-
-/// SentencePiece BPE: merges are every split of a vocabulary piece into two pieces, ranked by the
-/// score of the merged piece, which is exactly the order SentencePiece (and llama.cpp) merges in.
-fn spm_tokenizer(
-    tokens: &[String],
-    scores: &[f32],
-    types: &[i64],
-    unk: Option<String>,
-    space_prefix: bool,
-) -> tokenizers::Result<Tokenizer> {
-    let mut vocab: HashMap<String, u32> = HashMap::with_capacity(tokens.len());
-    for (i, t) in tokens.iter().enumerate() {
-        vocab.entry(t.clone()).or_insert(i as u32);
-    }
-    let mut ranked: Vec<(f32, u32, &str, &str)> = Vec::new();
-    for (i, piece) in tokens.iter().enumerate() {
-        if types[i] != TYPE_NORMAL || vocab.get(piece) != Some(&(i as u32)) {
-            continue;
-        }
-        for (k, _) in piece.char_indices().skip(1) {
-            let (a, b) = piece.split_at(k);
-            if vocab.contains_key(a) && vocab.contains_key(b) {
-                ranked.push((scores[i], i as u32, a, b));
-            }
-        }
-    }
-    ranked.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
-    let merges: Vec<(String, String)> = ranked.into_iter().map(|(_, _, a, b)| (a.to_owned(), b.to_owned())).collect();
-    let mut builder = BPE::builder().vocab_and_merges(vocab.into_iter().collect::<BpeVocab>(), merges).byte_fallback(true).fuse_unk(true);
-    if let Some(unk) = unk {
-        builder = builder.unk_token(unk);
-    }
-    let mut tok = Tokenizer::new(builder.build()?);
-    let replace: NormalizerWrapper = Replace::new(" ", "▁")?.into();
-    let norm: NormalizerWrapper = if space_prefix {
-        NormSequence::new(vec![Prepend::new("▁".into()).into(), replace]).into()
-    } else {
-        replace
-    };
-    tok.with_normalizer(Some(norm));
-    tok.with_decoder(Some(DecoderWrapper::Sequence(DecoderSequence::new(vec![
-        Replace::new("▁", " ")?.into(),
-        ByteFallback::new().into(),
-        Fuse::new().into(),
-    ]))));
     Ok(tok)
 }
 
