@@ -5,7 +5,7 @@
 //! gated feed-forward activation against candle's.
 
 use candle_core::{Device, Tensor};
-use hearth::model::kernels::attention::{attend, attend_portable, Shape};
+use hearth::model::kernels::attention::{attend, attend_many, attend_portable, Shape};
 
 fn reference(q: &[Vec<Vec<f32>>], k: &[Vec<Vec<f32>>], v: &[Vec<Vec<f32>>], s: Shape) -> Vec<Vec<f64>> {
     let n = q[0].len();
@@ -46,6 +46,7 @@ fn attention_matches_a_plain_computation() {
         (2, 1, 96, 23, 11, Some(16)),
         (3, 3, 16, 1, 20, Some(4)),
     ];
+    let mut batch = Vec::new();
     for (n_head, n_kv_head, hd, n, pos, window) in cases {
         let total = pos + n;
         let q = Tensor::randn(0f32, 1.0, (n_head, n, hd), &dev).unwrap();
@@ -65,6 +66,16 @@ fn attention_matches_a_plain_computation() {
                 }
             }
         }
+        batch.push((q, k, v, s));
+    }
+    // All cases as one batch (enough work to go to the worker pool): each sequence's result is
+    // exactly what it gets alone.
+    let jobs: Vec<_> = batch.iter().map(|(q, k, v, s)| (q, k, v, *s)).collect();
+    let together = attend_many(&jobs).unwrap();
+    assert_eq!(together.len(), jobs.len());
+    for ((q, k, v, s), t) in batch.iter().zip(&together) {
+        let alone = attend(q, k, v, *s).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(t.to_vec2::<f32>().unwrap(), alone, "{s:?} batched vs alone");
     }
     let q = Tensor::zeros((4, 2, 8), candle_core::DType::F32, &dev).unwrap();
     let k = Tensor::zeros((3, 2, 8), candle_core::DType::F32, &dev).unwrap();

@@ -124,7 +124,7 @@ impl Decoder {
             }
         };
         let window = spec.window(li);
-        let mut outs = Vec::with_capacity(chunks.len());
+        let mut seqs = Vec::with_capacity(chunks.len());
         let mut start = 0;
         for (c, rope) in chunks.iter_mut().zip(ropes) {
             let n = c.tokens.len();
@@ -134,10 +134,10 @@ impl Decoder {
             let v = self.heads(&v.narrow(0, start, n)?, spec.n_kv_head, None, None)?;
             let pos = c.cache.len();
             let (k_all, v_all) = c.cache.append(li, &k, &v)?;
-            outs.push(self.attend(&q, &k_all, &v_all, pos, window)?);
+            seqs.push((q, k_all, v_all, pos));
             start += n;
         }
-        let attn = Tensor::cat(&outs, 0)?;
+        let attn = Tensor::cat(&self.attend(&seqs, window)?, 0)?;
         let mut a = l.attn_out.forward(&attn)?;
         if let Some(w) = &l.post_attn_norm {
             a = candle_nn::ops::rms_norm(&a, w, eps)?;
@@ -185,20 +185,33 @@ impl Decoder {
         }
     }
 
-    /// Attention of `q` (`[n_head, n, hd]`, positions `pos..pos+n`) over all cached keys.
-    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, pos: usize, window: Option<usize>) -> Res<Tensor> {
+    /// Each chunk's attention: `q` (`[n_head, n, hd]`, positions `pos..pos+n`) over all its
+    /// cached keys `k`, `v`. On CPU all chunks go to the worker pool together.
+    fn attend(&self, seqs: &[(Tensor, Tensor, Tensor, usize)], window: Option<usize>) -> Res<Vec<Tensor>> {
         let spec = &self.spec;
-        if self.device.is_cpu() && q.dtype() == candle_core::DType::F32 {
-            let shape = attention::Shape {
-                n_head: spec.n_head,
-                n_kv_head: spec.n_kv_head,
-                head_dim: spec.head_dim,
-                divisor: spec.attn_divisor as f32,
-                pos,
-                window,
-            };
-            return attention::attend(q, k, v, shape);
+        if self.device.is_cpu() && seqs.iter().all(|(q, ..)| q.dtype() == candle_core::DType::F32) {
+            let jobs: Vec<_> = seqs
+                .iter()
+                .map(|(q, k, v, pos)| {
+                    let shape = attention::Shape {
+                        n_head: spec.n_head,
+                        n_kv_head: spec.n_kv_head,
+                        head_dim: spec.head_dim,
+                        divisor: spec.attn_divisor as f32,
+                        pos: *pos,
+                        window,
+                    };
+                    (q, k, v, shape)
+                })
+                .collect();
+            return attention::attend_many(&jobs);
         }
+        seqs.iter().map(|(q, k, v, pos)| self.attend_tensors(q, k, v, *pos, window)).collect()
+    }
+
+    /// Attention with candle's tensor ops (GPUs).
+    fn attend_tensors(&self, q: &Tensor, k: &Tensor, v: &Tensor, pos: usize, window: Option<usize>) -> Res<Tensor> {
+        let spec = &self.spec;
         let n = q.dim(1)?;
         let total = k.dim(1)?;
         // Keys before `first` are invisible to every query of this chunk.

@@ -49,141 +49,220 @@ const COLS: usize = 32;
 /// `q` `[n_head, n, hd]` against the cached `k`, `v` `[n_kv_head, pos + n, hd]` (views with any
 /// row stride) → `[n, n_head * hd]`.
 pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, s: Shape) -> Result<Tensor> {
-    #[cfg(target_arch = "x86_64")]
-    let simd = is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    let simd = false;
-    attend_with(q, k, v, s, simd)
+    Ok(attend_many(&[(q, k, v, s)])?.remove(0))
+}
+
+/// Several [`attend`]s (a batch's sequences, each against its own cache) in one pass over the
+/// worker pool, so that a batch of decode steps shares the cores instead of running one small
+/// attention after another on the calling thread.
+pub fn attend_many(jobs: &[(&Tensor, &Tensor, &Tensor, Shape)]) -> Result<Vec<Tensor>> {
+    run(jobs, simd())
 }
 
 /// [`attend`] with the portable tile loops even where AVX-512 is present (to test them there).
 pub fn attend_portable(q: &Tensor, k: &Tensor, v: &Tensor, s: Shape) -> Result<Tensor> {
-    attend_with(q, k, v, s, false)
+    Ok(run(&[(q, k, v, s)], false)?.remove(0))
 }
 
-fn attend_with(q: &Tensor, k: &Tensor, v: &Tensor, s: Shape, simd: bool) -> Result<Tensor> {
-    let Shape { n_head, n_kv_head, head_dim: hd, .. } = s;
-    let (qh, n, qd) = q.dims3()?;
-    let (kh, total, kd) = k.dims3()?;
-    if qh != n_head || kh != n_kv_head || qd != hd || kd != hd || v.dims3()? != (kh, total, kd) || total != s.pos + n {
-        candle_core::bail!("attention: q {:?}, k {:?}, v {:?} do not fit {s:?}", q.shape(), k.shape(), v.shape());
+fn simd() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+fn run(jobs: &[(&Tensor, &Tensor, &Tensor, Shape)], simd: bool) -> Result<Vec<Tensor>> {
+    let jobs = jobs.iter().map(|&(q, k, v, s)| Job::new(q, k, v, s)).collect::<Result<Vec<_>>>()?;
+    // Item i of the whole batch is item i - starts[j] of job j.
+    let mut starts = Vec::with_capacity(jobs.len());
+    let mut total = 0;
+    for j in &jobs {
+        starts.push(total);
+        total += j.items();
     }
-    if n_kv_head == 0 || n_head % n_kv_head != 0 {
-        candle_core::bail!("attention: {n_head} query heads cannot share {n_kv_head} key/value heads");
-    }
-    let q = q.contiguous()?;
-    // Addresses as integers, so the closures below can be shared with the pool's workers.
-    let (qp, kp, vp) = (view(&q)?.0 as usize, view(k)?, view(v)?);
-    let ((kp, ks), (vp, vs)) = ((kp.0 as usize, kp.1), (vp.0 as usize, vp.1));
-    // SAFETY (for the slices below): q is contiguous [n_head, n, hd]; rows j < total of head
-    // h < n_kv_head of k and v hold `hd` contiguous floats at the strides of their layouts.
-    let qrow = |h: usize, i: usize| unsafe { std::slice::from_raw_parts((qp as *const f32).add((h * n + i) * hd), hd) };
-    let key = |h: usize, j: usize| unsafe { std::slice::from_raw_parts((kp as *const f32).add(h * ks[0] + j * ks[1]), hd) };
-    // Keys transposed per head (`[hd, keys]`, keys padded to a whole tile) for prompt chunks,
-    // so that a tile's scores need no horizontal sums.
-    let padded = total.next_multiple_of(KEYS);
-    let kt = if n >= ROWS {
-        let mut kt = vec![0f32; n_kv_head * hd * padded];
-        for h in 0..n_kv_head {
-            for j in 0..total {
-                for (d, &x) in key(h, j).iter().enumerate() {
-                    kt[(h * hd + d) * padded + j] = x;
-                }
-            }
-        }
-        kt
-    } else {
-        Vec::new()
-    };
-    let mut out = vec![0f32; n * n_head * hd];
-    let dst = OutPtr(out.as_mut_ptr());
-    let group = n_head / n_kv_head;
-    let inv_divisor = 1.0 / s.divisor;
-    // Prompt chunks go by tiles of ROWS query rows; a decode step's few rows one at a time.
-    let rt = if n >= ROWS { ROWS } else { 1 };
-    let tiles = n.div_ceil(rt);
     let items = |range: std::ops::Range<usize>| {
-        let mut scores = vec![0f32; ROWS * padded];
-        let mut qt = vec![0f32; hd * ROWS];
-        let mut pt = vec![0f32; padded * ROWS];
+        let mut scratch = Scratch::default();
         for item in range {
-            let (h, t) = (item / tiles, item % tiles);
-            let (i0, rows) = (t * rt, rt.min(n - t * rt));
-            let kv = h / group;
-            // Keys visible to row r: lo(r)..=p(r).
-            let p = |r: usize| s.pos + i0 + r;
-            let lo = |r: usize| s.window.map_or(0, |w| (p(r) + 1).saturating_sub(w));
-            let (first, last) = (lo(0), p(rows - 1));
-            // Scores start at a whole tile of keys.
-            let j0 = if n >= ROWS { first / KEYS * KEYS } else { first };
-            if n >= ROWS {
-                // The tile's query rows, scaled and transposed (`[hd, ROWS]`; missing rows 0).
-                qt.fill(0.0);
-                for r in 0..rows {
-                    for (d, &x) in qrow(h, i0 + r).iter().enumerate() {
-                        qt[d * ROWS + r] = x * inv_divisor;
-                    }
-                }
-                let kt = &kt[kv * hd * padded..(kv + 1) * hd * padded];
-                for jt in (j0..=last).step_by(KEYS) {
-                    let tile = tiles_for_cpu::score(simd, &qt, kt, padded, jt);
-                    for (r, t) in tile.iter().enumerate() {
-                        scores[r * padded + jt..][..KEYS].copy_from_slice(t);
-                    }
-                }
-            } else {
-                for r in 0..rows {
-                    for j in lo(r)..=p(r) {
-                        scores[r * padded + j] = dot(qrow(h, i0 + r), key(kv, j)) * inv_divisor;
+            let j = starts.partition_point(|&s| s <= item) - 1;
+            jobs[j].item(item - starts[j], simd, &mut scratch);
+        }
+    };
+    if jobs.iter().map(Job::work).sum::<usize>() < INLINE {
+        items(0..total);
+    } else {
+        candle_core::utils::barrier_pool().execute_chunked(total, items);
+    }
+    jobs.into_iter().map(|j| Tensor::from_vec(j.out, (j.n, j.s.n_head * j.s.head_dim), &Device::Cpu)).collect()
+}
+
+/// Buffers one worker reuses from item to item.
+#[derive(Default)]
+struct Scratch {
+    scores: Vec<f32>,
+    qt: Vec<f32>,
+    pt: Vec<f32>,
+}
+
+/// One sequence's attention, ready to be computed item by item (a head and a tile of rows).
+struct Job {
+    s: Shape,
+    n: usize,
+    total: usize,
+    /// Keys padded to a whole tile.
+    padded: usize,
+    /// Query rows per item: a tile for prompt chunks, one for a decode step's few rows.
+    rt: usize,
+    tiles: usize,
+    /// Keeps the contiguous q alive; it, k and v are read through addresses (with k's and
+    /// v's head and row strides).
+    _q: Tensor,
+    qp: usize,
+    kp: (usize, usize, usize),
+    vp: (usize, usize, usize),
+    /// Keys transposed per head (`[hd, padded]`) for prompt chunks, so that a tile's scores
+    /// need no horizontal sums.
+    kt: Vec<f32>,
+    out: Vec<f32>,
+    dst: OutPtr,
+}
+
+impl Job {
+    fn new(q: &Tensor, k: &Tensor, v: &Tensor, s: Shape) -> Result<Job> {
+        let Shape { n_head, n_kv_head, head_dim: hd, .. } = s;
+        let (qh, n, qd) = q.dims3()?;
+        let (kh, total, kd) = k.dims3()?;
+        if qh != n_head || kh != n_kv_head || qd != hd || kd != hd || v.dims3()? != (kh, total, kd) || total != s.pos + n || n == 0 {
+            candle_core::bail!("attention: q {:?}, k {:?}, v {:?} do not fit {s:?}", q.shape(), k.shape(), v.shape());
+        }
+        if n_kv_head == 0 || n_head % n_kv_head != 0 {
+            candle_core::bail!("attention: {n_head} query heads cannot share {n_kv_head} key/value heads");
+        }
+        let q = q.contiguous()?;
+        let qp = view(&q)?.0 as usize;
+        let ((kp, ks), (vp, vs)) = (view(k)?, view(v)?);
+        let (kp, vp) = ((kp as usize, ks[0], ks[1]), (vp as usize, vs[0], vs[1]));
+        let padded = total.next_multiple_of(KEYS);
+        let rt = if n >= ROWS { ROWS } else { 1 };
+        let mut out = vec![0f32; n * n_head * hd];
+        let dst = OutPtr(out.as_mut_ptr());
+        let mut job = Job { s, n, total, padded, rt, tiles: n.div_ceil(rt), _q: q, qp, kp, vp, kt: Vec::new(), out, dst };
+        if rt == ROWS {
+            let mut kt = vec![0f32; n_kv_head * hd * padded];
+            for h in 0..n_kv_head {
+                for j in 0..total {
+                    for (d, &x) in job.key(h, j).iter().enumerate() {
+                        kt[(h * hd + d) * padded + j] = x;
                     }
                 }
             }
-            // Softmax over each row's visible keys, into `pt` (`[key - j0, rt]`, weight 0 for
-            // keys a row cannot see), so that the value sum runs without a branch.
-            let keys = last + 1 - j0;
-            pt[..keys * rt].fill(0.0);
-            let mut weights = [0f32; ROWS];
+            job.kt = kt;
+        }
+        Ok(job)
+    }
+
+    fn items(&self) -> usize {
+        self.s.n_head * self.tiles
+    }
+
+    /// Multiply-adds, roughly.
+    fn work(&self) -> usize {
+        self.s.n_head * self.n * (self.total - self.n / 2).max(1) * self.s.head_dim
+    }
+
+    fn qrow(&self, h: usize, i: usize) -> &[f32] {
+        let hd = self.s.head_dim;
+        // SAFETY: q is contiguous [n_head, n, hd] and held by `self`.
+        unsafe { std::slice::from_raw_parts((self.qp as *const f32).add((h * self.n + i) * hd), hd) }
+    }
+
+    fn key(&self, h: usize, j: usize) -> &[f32] {
+        let (p, hs, rs) = self.kp;
+        // SAFETY: rows j < total of head h < n_kv_head hold hd contiguous floats at the strides
+        // of k's layout, and the cache outlives the call.
+        unsafe { std::slice::from_raw_parts((p as *const f32).add(h * hs + j * rs), self.s.head_dim) }
+    }
+
+    /// Head `h`'s query rows of tile `t` against the keys they see, into the output.
+    fn item(&self, item: usize, simd: bool, b: &mut Scratch) {
+        let (s, n, hd, rt, padded) = (self.s, self.n, self.s.head_dim, self.rt, self.padded);
+        let (h, t) = (item / self.tiles, item % self.tiles);
+        let (i0, rows) = (t * rt, rt.min(n - t * rt));
+        let kv = h / (s.n_head / s.n_kv_head);
+        let inv_divisor = 1.0 / s.divisor;
+        for v in [&mut b.scores, &mut b.pt] {
+            if v.len() < ROWS * padded {
+                v.resize(ROWS * padded, 0.0);
+            }
+        }
+        b.qt.resize(hd * ROWS, 0.0);
+        let Scratch { scores, qt, pt } = b;
+        // Keys visible to row r: lo(r)..=p(r).
+        let p = |r: usize| s.pos + i0 + r;
+        let lo = |r: usize| s.window.map_or(0, |w| (p(r) + 1).saturating_sub(w));
+        let (first, last) = (lo(0), p(rows - 1));
+        // Scores start at a whole tile of keys.
+        let j0 = if rt == ROWS { first / KEYS * KEYS } else { first };
+        if rt == ROWS {
+            // The tile's query rows, scaled and transposed (`[hd, ROWS]`; missing rows 0).
+            qt.fill(0.0);
             for r in 0..rows {
-                let (lo, p) = (lo(r), p(r));
-                let seen = &mut scores[r * padded + lo..=r * padded + p];
-                let max = lanes_max(seen);
-                seen.iter_mut().for_each(|x| *x -= max);
-                exp_in_place(seen);
-                weights[r] = 1.0 / lanes_sum(seen);
-                for (j, &x) in (lo..=p).zip(seen.iter()) {
-                    pt[(j - j0) * rt + r] = x;
+                for (d, &x) in self.qrow(h, i0 + r).iter().enumerate() {
+                    qt[d * ROWS + r] = x * inv_divisor;
                 }
             }
-            for c0 in (0..hd).step_by(COLS) {
-                let cols = COLS.min(hd - c0);
-                // SAFETY: value rows j0..=last of head kv hold hd floats from column 0.
-                let v = unsafe { (vp as *const f32).add(kv * vs[0] + j0 * vs[1] + c0) };
-                let mut acc = [[0f32; COLS]; ROWS];
-                // SAFETY: as above.
-                unsafe {
-                    if rt == ROWS {
-                        acc = tiles_for_cpu::value::<ROWS>(simd, &pt[..keys * rt], v, vs[1], cols);
-                    } else {
-                        acc[0] = tiles_for_cpu::value::<1>(simd, &pt[..keys * rt], v, vs[1], cols)[0];
-                    }
+            let kt = &self.kt[kv * hd * padded..(kv + 1) * hd * padded];
+            for jt in (j0..=last).step_by(KEYS) {
+                let tile = tiles_for_cpu::score(simd, qt, kt, padded, jt);
+                for (r, t) in tile.iter().enumerate() {
+                    scores[r * padded + jt..][..KEYS].copy_from_slice(t);
                 }
-                for (r, acc) in acc.iter().enumerate().take(rows) {
-                    // SAFETY: output row i0 + r, head h, is written by this item alone.
-                    let o = unsafe { std::slice::from_raw_parts_mut(dst.get().add((i0 + r) * n_head * hd + h * hd + c0), cols) };
-                    for (y, a) in o.iter_mut().zip(acc) {
-                        *y = a * weights[r];
-                    }
+            }
+        } else {
+            for r in 0..rows {
+                for j in lo(r)..=p(r) {
+                    scores[r * padded + j] = dot(self.qrow(h, i0 + r), self.key(kv, j)) * inv_divisor;
                 }
             }
         }
-    };
-    let work = n_head * n * (total - n / 2).max(1) * hd;
-    if work < INLINE {
-        items(0..n_head * tiles);
-    } else {
-        candle_core::utils::barrier_pool().execute_chunked(n_head * tiles, items);
+        // Softmax over each row's visible keys, into `pt` (`[key - j0, rt]`, weight 0 for keys
+        // a row cannot see), so that the value sum runs without a branch.
+        let keys = last + 1 - j0;
+        pt[..keys * rt].fill(0.0);
+        let mut weights = [0f32; ROWS];
+        for r in 0..rows {
+            let (lo, p) = (lo(r), p(r));
+            let seen = &mut scores[r * padded + lo..=r * padded + p];
+            let max = lanes_max(seen);
+            seen.iter_mut().for_each(|x| *x -= max);
+            exp_in_place(seen);
+            weights[r] = 1.0 / lanes_sum(seen);
+            for (j, &x) in (lo..=p).zip(seen.iter()) {
+                pt[(j - j0) * rt + r] = x;
+            }
+        }
+        let (vp, vh, vr) = self.vp;
+        for c0 in (0..hd).step_by(COLS) {
+            let cols = COLS.min(hd - c0);
+            let mut acc = [[0f32; COLS]; ROWS];
+            // SAFETY: value rows j0..=last of head kv hold hd floats from column 0 at v's strides.
+            unsafe {
+                let v = (vp as *const f32).add(kv * vh + j0 * vr + c0);
+                if rt == ROWS {
+                    acc = tiles_for_cpu::value::<ROWS>(simd, &pt[..keys * rt], v, vr, cols);
+                } else {
+                    acc[0] = tiles_for_cpu::value::<1>(simd, &pt[..keys * rt], v, vr, cols)[0];
+                }
+            }
+            for (r, acc) in acc.iter().enumerate().take(rows) {
+                // SAFETY: output row i0 + r, head h, is written by this item alone, and `out`
+                // lives as long as `self`.
+                let o = unsafe { std::slice::from_raw_parts_mut(self.dst.get().add((i0 + r) * s.n_head * hd + h * hd + c0), cols) };
+                for (y, a) in o.iter_mut().zip(acc) {
+                    *y = a * weights[r];
+                }
+            }
+        }
     }
-    Tensor::from_vec(out, (n, n_head * hd), &Device::Cpu)
 }
 
 /// Scores of [`ROWS`] query rows (`qt`, transposed: `[hd, ROWS]`) against keys
