@@ -1,0 +1,176 @@
+//! The inner loops of CPU attention: score tiles (query rows against transposed keys), value
+//! tiles (softmax weights times value rows), portable and in AVX-512, and the lane-wise max,
+//! sum, exponential and dot product around them.
+
+use super::{COLS, KEYS, ROWS};
+
+/// Scores of [`ROWS`] query rows (`qt`, transposed: `[hd, ROWS]`) against keys
+/// `j0..j0 + KEYS` of the transposed keys `kt` (`[hd, stride]`): one broadcast multiply-add per
+/// row and head-size column, no horizontal sums.
+#[inline]
+fn score_tile(qt: &[f32], kt: &[f32], stride: usize, j0: usize) -> [[f32; KEYS]; ROWS] {
+    let mut acc = [[0f32; KEYS]; ROWS];
+    for (q, col) in qt.chunks_exact(ROWS).zip(kt.chunks_exact(stride)) {
+        let q: &[f32; ROWS] = q.try_into().expect("a whole row group");
+        let k: &[f32; KEYS] = col[j0..j0 + KEYS].try_into().expect("a whole tile of keys");
+        for r in 0..ROWS {
+            for l in 0..KEYS {
+                acc[r][l] = fma(q[r], k[l], acc[r][l]);
+            }
+        }
+    }
+    acc
+}
+
+/// Columns `0..cols` (≤ [`COLS`]) of the weighted value sums of `R` rows: `pt` holds each
+/// key's `R` weights, key `j`'s value row at `v + j * stride`.
+///
+/// # Safety
+/// `v + j * stride` must point to `cols` readable floats for every key `j < pt.len() / R`.
+#[inline]
+unsafe fn value_tile<const R: usize>(pt: &[f32], v: *const f32, stride: usize, cols: usize) -> [[f32; COLS]; R] {
+    let mut acc = [[0f32; COLS]; R];
+    for (j, w) in pt.chunks_exact(R).enumerate() {
+        let w: &[f32; R] = w.try_into().expect("a whole row group");
+        let mut row = [0f32; COLS];
+        if cols == COLS {
+            row.copy_from_slice(std::slice::from_raw_parts(v.add(j * stride), COLS));
+        } else {
+            row[..cols].copy_from_slice(std::slice::from_raw_parts(v.add(j * stride), cols));
+        }
+        for r in 0..R {
+            for l in 0..COLS {
+                acc[r][l] = fma(w[r], row[l], acc[r][l]);
+            }
+        }
+    }
+    acc
+}
+
+/// The tile kernels: AVX-512 when `simd` (the caller found it present; the compiler's own
+/// vectorization of the portable loops picked scatters there), else the portable loops.
+pub(super) mod for_cpu {
+    use super::{COLS, KEYS, ROWS};
+
+    #[inline]
+    pub fn score(simd: bool, qt: &[f32], kt: &[f32], stride: usize, j0: usize) -> [[f32; KEYS]; ROWS] {
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            assert!(qt.len() * stride == kt.len() * ROWS && j0 + KEYS <= stride);
+            // SAFETY: AVX-512F is present (the caller checked); rows d < qt.len() / ROWS of kt hold keys j0..j0 + KEYS
+            // (asserted).
+            return unsafe { avx512::score(qt, kt.as_ptr(), stride, j0) };
+        }
+        super::score_tile(qt, kt, stride, j0)
+    }
+
+    /// # Safety
+    /// As [`super::value_tile`], and `simd` only where AVX-512F is present.
+    #[inline]
+    pub unsafe fn value<const R: usize>(simd: bool, pt: &[f32], v: *const f32, stride: usize, cols: usize) -> [[f32; COLS]; R] {
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            return avx512::value::<R>(pt, v, stride, cols);
+        }
+        super::value_tile::<R>(pt, v, stride, cols)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod avx512 {
+        use std::arch::x86_64::*;
+
+        use super::{COLS, KEYS, ROWS};
+        const _: () = assert!(KEYS == 16 && COLS == 32);
+
+        #[target_feature(enable = "avx512f")]
+        pub unsafe fn score(qt: &[f32], kt: *const f32, stride: usize, j0: usize) -> [[f32; KEYS]; ROWS] {
+            let mut acc = [_mm512_setzero_ps(); ROWS];
+            for (d, q) in qt.chunks_exact(ROWS).enumerate() {
+                let k = _mm512_loadu_ps(kt.add(d * stride + j0));
+                for r in 0..ROWS {
+                    acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(*q.get_unchecked(r)), k, acc[r]);
+                }
+            }
+            std::mem::transmute::<[__m512; ROWS], [[f32; KEYS]; ROWS]>(acc)
+        }
+
+        #[target_feature(enable = "avx512f")]
+        pub unsafe fn value<const R: usize>(pt: &[f32], v: *const f32, stride: usize, cols: usize) -> [[f32; COLS]; R] {
+            let (m0, m1) = ((1u32 << cols.min(16)) - 1, (1u32 << cols.saturating_sub(16)) - 1);
+            let (m0, m1) = (m0 as __mmask16, m1 as __mmask16);
+            let mut acc = [[_mm512_setzero_ps(); 2]; R];
+            for (j, w) in pt.chunks_exact(R).enumerate() {
+                let row = v.add(j * stride);
+                let (v0, v1) = (_mm512_maskz_loadu_ps(m0, row), _mm512_maskz_loadu_ps(m1, row.add(16)));
+                for r in 0..R {
+                    let w = _mm512_set1_ps(*w.get_unchecked(r));
+                    acc[r][0] = _mm512_fmadd_ps(w, v0, acc[r][0]);
+                    acc[r][1] = _mm512_fmadd_ps(w, v1, acc[r][1]);
+                }
+            }
+            let mut out = [[0f32; COLS]; R];
+            for r in 0..R {
+                _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r][0]);
+                _mm512_storeu_ps(out[r].as_mut_ptr().add(16), acc[r][1]);
+            }
+            out
+        }
+    }
+}
+
+/// The largest value, in 16 lanes (so that the compiler vectorizes it).
+pub(super) fn lanes_max(xs: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; 16];
+    let chunks = xs.chunks_exact(16);
+    let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |a, &x| if x > a { x } else { a });
+    for c in chunks {
+        for l in 0..16 {
+            m[l] = if c[l] > m[l] { c[l] } else { m[l] };
+        }
+    }
+    m.iter().fold(tail, |a, &x| if x > a { x } else { a })
+}
+
+/// The sum of the values, in 16 lanes.
+pub(super) fn lanes_sum(xs: &[f32]) -> f32 {
+    let mut s = [0f32; 16];
+    let chunks = xs.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for l in 0..16 {
+            s[l] += c[l];
+        }
+    }
+    s.iter().sum::<f32>() + tail
+}
+
+/// `e^x` for every value (all ≤ 0 here: scores less their row's maximum).
+pub(super) fn exp_in_place(xs: &mut [f32]) {
+    for x in xs.iter_mut() {
+        *x = crate::model::kernels::activation::exp(*x);
+    }
+}
+
+/// The dot product of two equal-length rows, in 16 lanes (vectorized by the compiler).
+#[inline]
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ac.zip(bc) {
+        for l in 0..16 {
+            acc[l] = fma(x[l], y[l], acc[l]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `a * b + c`, fused where the CPU has FMA (elsewhere `mul_add` would be a slow library call).
+#[inline(always)]
+pub(in crate::model::kernels) fn fma(a: f32, b: f32, c: f32) -> f32 {
+    if cfg!(target_feature = "fma") {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
