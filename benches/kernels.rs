@@ -1,7 +1,9 @@
 //! Criterion benchmarks of hearth's quantized matmul kernels against candle's `QMatMul` on the
-//! same weights, named `TYPE/KxN/mM/(hearth|candle)`: the two real models' shapes (SmolLM2:
-//! 576-wide, 1536 feed-forward, 49152 vocabulary; Gemma 3 270M: 640-wide, 1024 attention,
-//! 2048 feed-forward, 262144 vocabulary, and its Q4_K_M file's Q5_0, Q4_K and Q6_K tensors), one
+//! same weights, named `TYPE/KxN/mM/(hearth|hearth-panels|hearth-f32|candle)`, where
+//! `hearth-panels` is the panel-packed AVX-512 VNNI kernel (where this CPU has it and the type
+//! has a panel form): the two real models' shapes (SmolLM2: 576-wide, 1536 feed-forward, 49152
+//! vocabulary; Gemma 3 270M: 640-wide, 1024 attention, 2048 feed-forward, 262144 vocabulary, and
+//! its Q4_K_M file's Q5_0, Q4_K and Q6_K tensors), one
 //! row (a decode step), 4 rows (a batch of streams) and 64 rows (a prompt chunk).
 //!
 //! `cargo bench --bench kernels` (add a filter such as `Q4_1/576x1536` to run fewer).
@@ -32,6 +34,7 @@ fn bench(c: &mut Criterion) {
     for (ty, k, n) in cases {
         let w = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap(), ty).unwrap();
         let candle = QMatMul::from_qtensor(QTensor::quantize(&w.dequantize(&dev).unwrap(), ty).unwrap()).unwrap();
+        let panels = if kernels::packed::available() { kernels::packed::Packed::new(ty, n, k, &w.data().unwrap(), |_| {}) } else { None };
         let mut g = c.benchmark_group(format!("{ty:?}/{k}x{n}"));
         g.sample_size(20).warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_secs(1));
         for m in [1usize, 4, 64, 512] {
@@ -40,6 +43,9 @@ fn bench(c: &mut Criterion) {
             }
             let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
             g.bench_with_input(BenchmarkId::new(format!("m{m}"), "hearth"), &x, |b, x| b.iter(|| kernels::matmul(&w, x).unwrap()));
+            if let Some(p) = &panels {
+                g.bench_with_input(BenchmarkId::new(format!("m{m}"), "hearth-panels"), &x, |b, x| b.iter(|| p.matmul(x).unwrap()));
+            }
             if m >= 64 {
                 g.bench_with_input(BenchmarkId::new(format!("m{m}"), "hearth-f32"), &x, |b, x| b.iter(|| kernels::dequant::matmul(&w, x).unwrap()));
             }
