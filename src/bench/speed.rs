@@ -34,6 +34,7 @@ fn prompt_secs(model: &Model, pp: usize, seed: u64) -> Result<f64, ModelError> {
     let mut cache = model.decoder.new_cache();
     let start = Instant::now();
     model.decoder.forward(&mut [Chunk { tokens: &toks, cache: &mut cache, logits: Logits::Last }])?;
+    sync(model)?;
     Ok(start.elapsed().as_secs_f64())
 }
 
@@ -49,7 +50,14 @@ fn generate_secs(model: &Model, tg: usize, parallel: usize, seed: u64) -> Result
             .collect();
         model.decoder.forward(&mut chunks)?;
     }
+    sync(model)?;
     Ok(start.elapsed().as_secs_f64())
+}
+
+/// Waits for the device to finish the queued work: a GPU runs asynchronously, so the clock may
+/// only be read once the last step is done.
+fn sync(model: &Model) -> Result<(), ModelError> {
+    model.decoder.device.synchronize().map_err(|e| ModelError::candle("synchronizing the device", e))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
