@@ -6,6 +6,8 @@
 use candle_core::{Device, Tensor};
 
 use super::arch::{ModelSpec, RopeStyle};
+use super::gpu;
+use super::kernels::cuda::{self, Step};
 use super::kernels::{activation, attention};
 use super::kv_cache::KvCache;
 use super::weights::{Attn, Ffn, Layer, Weights};
@@ -33,9 +35,12 @@ pub struct Decoder {
     pub spec: ModelSpec,
     pub device: Device,
     weights: Weights,
+    /// hearth's CUDA kernels serve this model's RoPE, cache stores, attention and activation
+    /// (a CUDA device, kernels not turned off, no per-head norms, heads of at most 256).
+    cuda: bool,
 }
 
-/// cos/sin tables for one sequence chunk, per RoPE base.
+/// cos/sin tables for every row of a step, per RoPE base.
 struct RopeTables {
     global: (Tensor, Tensor),
     local: (Tensor, Tensor),
@@ -45,7 +50,12 @@ type Res<T> = candle_core::Result<T>;
 
 impl Decoder {
     pub fn new(spec: ModelSpec, weights: Weights, device: Device) -> Self {
-        Self { spec, device, weights }
+        let cuda = cuda::available(&device)
+            && spec.head_dim <= 256
+            && spec.rope_dim % 2 == 0
+            && spec.n_head % spec.n_kv_head == 0
+            && weights.layers.iter().all(|l| l.q_norm.is_none() && l.k_norm.is_none());
+        Self { spec, device, weights, cuda }
     }
 
     /// A fresh cache sized for this model's context length.
@@ -79,71 +89,78 @@ impl Decoder {
         if spec.arch.scales_embedding() {
             x = (x * (spec.d_model as f64).sqrt())?;
         }
-        let ropes = chunks
-            .iter()
-            .map(|c| self.rope_tables(c.cache.len(), c.tokens.len()))
-            .collect::<Res<Vec<_>>>()?;
+        // One RoPE table for every row of the step, each at its own sequence's position.
+        let positions: Vec<usize> = chunks.iter().flat_map(|c| c.cache.len()..c.cache.len() + c.tokens.len()).collect();
+        let rope = self.rope_tables(&positions)?;
+        let step = if self.cuda { gpu::step(spec, &self.device, chunks)? } else { None };
         for (li, layer) in self.weights.layers.iter().enumerate() {
-            x = self.layer(li, layer, &x, chunks, &ropes)?;
+            x = self.layer(li, layer, &x, chunks, &rope, step.as_ref())?;
         }
         for c in chunks.iter_mut() {
             c.cache.advance(c.tokens.len());
         }
-        // Only the rows we return go through the final norm and output matrix.
-        let mut out = Vec::with_capacity(chunks.len());
+        self.logits(&x, chunks)
+    }
+
+    /// The logits of the rows the chunks ask for: all chunks' rows through the final norm and
+    /// the output matrix together, so its weights are read once per step, not once per sequence.
+    fn logits(&self, x: &Tensor, chunks: &[Chunk<'_>]) -> Res<Vec<Option<Tensor>>> {
+        let mut picks = Vec::with_capacity(chunks.len());
         let mut start = 0;
-        for c in chunks.iter() {
+        for (i, c) in chunks.iter().enumerate() {
             let n = c.tokens.len();
             let from = match c.logits {
-                Logits::None => {
-                    out.push(None);
-                    start += n;
-                    continue;
-                }
-                Logits::Last => n - 1,
-                Logits::From(i) => i.min(n - 1),
+                Logits::None => None,
+                Logits::Last => Some(n - 1),
+                Logits::From(i) => Some(i.min(n - 1)),
             };
-            let rows = x.narrow(0, start + from, n - from)?;
-            let h = candle_nn::ops::rms_norm(&rows.contiguous()?, &self.weights.output_norm, spec.rms_eps as f32)?;
-            out.push(Some(self.weights.output.forward(&h)?));
+            if let Some(from) = from {
+                picks.push((i, start + from, n - from));
+            }
             start += n;
+        }
+        let mut out = vec![None; chunks.len()];
+        if picks.is_empty() {
+            return Ok(out);
+        }
+        let rows = picks.iter().map(|&(_, s, n)| x.narrow(0, s, n)).collect::<Res<Vec<_>>>()?;
+        let rows = if rows.len() == 1 { rows[0].contiguous()? } else { Tensor::cat(&rows, 0)? };
+        let h = candle_nn::ops::rms_norm(&rows, &self.weights.output_norm, self.spec.rms_eps as f32)?;
+        let mut logits = self.weights.output.forward(&h)?;
+        if !self.device.is_cpu() {
+            // One copy to the host for the whole step: each sequence reads its own rows there.
+            logits = logits.to_device(&Device::Cpu)?;
+        }
+        let mut at = 0;
+        for (i, _, n) in picks {
+            out[i] = Some(logits.narrow(0, at, n)?);
+            at += n;
         }
         Ok(out)
     }
 
-    fn layer(&self, li: usize, l: &Layer, x: &Tensor, chunks: &mut [Chunk<'_>], ropes: &[RopeTables]) -> Res<Tensor> {
+    fn layer(&self, li: usize, l: &Layer, x: &Tensor, chunks: &mut [Chunk<'_>], rope: &RopeTables, step: Option<&Step>) -> Res<Tensor> {
         let spec = &self.spec;
         let eps = spec.rms_eps as f32;
         let h = candle_nn::ops::rms_norm(x, &l.attn_norm, eps)?;
-        let (q_dim, kv_dim) = (spec.n_head * spec.head_dim, spec.n_kv_head * spec.head_dim);
-        let (q, k, v) = match &l.attn {
-            Attn::Separate { q, k, v } => (q.forward(&h)?, k.forward(&h)?, v.forward(&h)?),
-            Attn::Fused(qkv) => {
-                let t = qkv.forward(&h)?;
-                (t.narrow(1, 0, q_dim)?, t.narrow(1, q_dim, kv_dim)?, t.narrow(1, q_dim + kv_dim, kv_dim)?)
+        let attn = match step {
+            Some(step) => {
+                let (cos, sin) = if spec.window(li).is_some() { &rope.local } else { &rope.global };
+                gpu::attention(spec, li, l, &h, step, cos, sin)?
             }
+            None => self.attention(li, l, &h, chunks, rope)?,
         };
-        let window = spec.window(li);
-        let mut seqs = Vec::with_capacity(chunks.len());
-        let mut start = 0;
-        for (c, rope) in chunks.iter_mut().zip(ropes) {
-            let n = c.tokens.len();
-            let (cos, sin) = if window.is_some() { &rope.local } else { &rope.global };
-            let q = self.heads(&q.narrow(0, start, n)?, spec.n_head, l.q_norm.as_ref(), Some((cos, sin)))?;
-            let k = self.heads(&k.narrow(0, start, n)?, spec.n_kv_head, l.k_norm.as_ref(), Some((cos, sin)))?;
-            let v = self.heads(&v.narrow(0, start, n)?, spec.n_kv_head, None, None)?;
-            let pos = c.cache.len();
-            let (k_all, v_all) = c.cache.append(li, &k, &v)?;
-            seqs.push((q, k_all, v_all, pos));
-            start += n;
-        }
-        let attn = Tensor::cat(&self.attend(&seqs, window)?, 0)?;
         let mut a = l.attn_out.forward(&attn)?;
         if let Some(w) = &l.post_attn_norm {
             a = candle_nn::ops::rms_norm(&a, w, eps)?;
         }
-        let x = (x + a)?;
-        let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, eps)?;
+        let (x, h) = if cuda::available(&self.device) && a.is_contiguous() && x.is_contiguous() {
+            cuda::add_rms_norm(x, &a, &l.ffn_norm, eps)?
+        } else {
+            let x = (x + a)?;
+            let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, eps)?;
+            (x, h)
+        };
         let (gate, up) = match &l.ffn {
             Ffn::Gated { gate, up } => (gate.forward(&h)?, up.forward(&h)?),
             Ffn::FusedGateUp(gu) => {
@@ -156,6 +173,36 @@ impl Decoder {
             f = candle_nn::ops::rms_norm(&f, w, eps)?;
         }
         x + f
+    }
+
+    /// The attention block from the normed input `h` to the heads' outputs `[N, n_head * hd]`
+    /// (before the output projection), with candle's tensor operations and the CPU attention.
+    fn attention(&self, li: usize, l: &Layer, h: &Tensor, chunks: &mut [Chunk<'_>], rope: &RopeTables) -> Res<Tensor> {
+        let spec = &self.spec;
+        let (q_dim, kv_dim) = (spec.n_head * spec.head_dim, spec.n_kv_head * spec.head_dim);
+        let (q, k, v) = match &l.attn {
+            Attn::Separate { q, k, v } => (q.forward(h)?, k.forward(h)?, v.forward(h)?),
+            Attn::Fused(qkv) => {
+                let t = qkv.forward(h)?;
+                (t.narrow(1, 0, q_dim)?, t.narrow(1, q_dim, kv_dim)?, t.narrow(1, q_dim + kv_dim, kv_dim)?)
+            }
+        };
+        let window = spec.window(li);
+        let mut seqs = Vec::with_capacity(chunks.len());
+        let mut start = 0;
+        let (cos, sin) = if window.is_some() { &rope.local } else { &rope.global };
+        for c in chunks.iter_mut() {
+            let n = c.tokens.len();
+            let (cos, sin) = (&cos.narrow(0, start, n)?, &sin.narrow(0, start, n)?);
+            let q = self.heads(&q.narrow(0, start, n)?, spec.n_head, l.q_norm.as_ref(), Some((cos, sin)))?;
+            let k = self.heads(&k.narrow(0, start, n)?, spec.n_kv_head, l.k_norm.as_ref(), Some((cos, sin)))?;
+            let v = self.heads(&v.narrow(0, start, n)?, spec.n_kv_head, None, None)?;
+            let pos = c.cache.len();
+            let (k_all, v_all) = c.cache.append(li, &k, &v)?;
+            seqs.push((q, k_all, v_all, pos));
+            start += n;
+        }
+        Tensor::cat(&self.attend(&seqs, window)?, 0)
     }
 
     /// `[n, heads*hd]` → `[heads, n, hd]`, with optional per-head norm and RoPE.
@@ -249,15 +296,17 @@ impl Decoder {
         o.transpose(0, 1)?.reshape((n, spec.n_head * hd))
     }
 
-    fn rope_tables(&self, pos: usize, n: usize) -> Res<RopeTables> {
+    /// cos/sin tables `[positions, rope_dim / 2]`, one row per position.
+    fn rope_tables(&self, positions: &[usize]) -> Res<RopeTables> {
         let s = &self.spec;
+        let n = positions.len();
         let table = |base: f32, scale: f32| -> Res<(Tensor, Tensor)> {
             let half = s.rope_dim / 2;
             let mut cos = Vec::with_capacity(n * half);
             let mut sin = Vec::with_capacity(n * half);
             // f32 throughout, as candle's and llama.cpp's tables are.
             let inv: Vec<f32> = (0..half).map(|i| 1.0 / base.powf((2 * i) as f32 / s.rope_dim as f32)).collect();
-            for p in pos..pos + n {
+            for &p in positions {
                 let p = p as f32 / scale;
                 for &f in &inv {
                     let a = p * f;

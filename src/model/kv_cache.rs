@@ -76,6 +76,16 @@ impl KvCache {
     /// returns all keys and values so far. Call [`KvCache::advance`] once all layers are done.
     pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
         let (n_kv, n, hd) = k.dims3()?;
+        let len = self.len;
+        let (ck, cv) = self.reserve(layer, n_kv, n, hd, k.device())?;
+        ck.slice_set(&k.contiguous()?, 1, len)?;
+        cv.slice_set(&v.contiguous()?, 1, len)?;
+        Ok((ck.narrow(1, 0, len + n)?, cv.narrow(1, 0, len + n)?))
+    }
+
+    /// Makes room in layer `layer` for `n` positions after `self.len()` and returns its whole
+    /// key and value tensors (`[n_kv, capacity, hd]`), for a kernel that writes them in place.
+    pub fn reserve(&mut self, layer: usize, n_kv: usize, n: usize, hd: usize, dev: &Device) -> candle_core::Result<(&Tensor, &Tensor)> {
         let need = self.len + n;
         if need > self.max_len {
             candle_core::bail!("kv cache holds {} positions, {need} needed", self.max_len);
@@ -84,24 +94,18 @@ impl KvCache {
         let cap = slot.as_ref().map_or(0, |c| c.k.dim(1).unwrap_or(0));
         if cap < need {
             let new_cap = (need.max(cap * 2).max(64)).min(self.max_len);
-            let grow = |old: Option<&Tensor>, dev: &Device| -> candle_core::Result<Tensor> {
+            let grow = |old: Option<&Tensor>| -> candle_core::Result<Tensor> {
                 let t = Tensor::zeros((n_kv, new_cap, hd), DType::F32, dev)?;
                 if let Some(old) = old {
                     t.slice_set(&old.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
                 }
                 Ok(t)
             };
-            let dev = k.device().clone();
-            let new = LayerCache {
-                k: grow(slot.as_ref().map(|c| &c.k), &dev)?,
-                v: grow(slot.as_ref().map(|c| &c.v), &dev)?,
-            };
+            let new = LayerCache { k: grow(slot.as_ref().map(|c| &c.k))?, v: grow(slot.as_ref().map(|c| &c.v))? };
             *slot = Some(new);
         }
         let c = slot.as_ref().expect("allocated above");
-        c.k.slice_set(&k.contiguous()?, 1, self.len)?;
-        c.v.slice_set(&v.contiguous()?, 1, self.len)?;
-        Ok((c.k.narrow(1, 0, need)?, c.v.narrow(1, 0, need)?))
+        Ok((&c.k, &c.v))
     }
 
     /// Marks `n` more positions as stored, after every layer appended them.

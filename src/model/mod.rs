@@ -7,6 +7,7 @@ pub mod device;
 pub mod fim;
 pub mod gguf;
 pub mod gguf_write;
+mod gpu;
 pub mod kernels;
 pub mod kv_cache;
 pub mod prompt;

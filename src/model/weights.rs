@@ -65,6 +65,15 @@ impl Linear {
             None => Ok(y),
         }
     }
+
+    /// The product without the bias (for kernels that add the bias themselves).
+    pub fn matmul(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.w.forward(x)
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.b.as_ref()
+    }
 }
 
 pub enum Attn {
@@ -173,6 +182,43 @@ impl Loader<'_> {
         let b = self.opt_vector(&format!("{name}.bias"), out)?;
         Ok(Linear { w, b })
     }
+
+    /// On a CUDA device, weights that multiply the same input (a layer's q, k and v; gate and
+    /// up) stacked row-wise into one matrix, biases likewise, when they share a type and all or
+    /// none have a bias: one matmul launch instead of several, the step's bottleneck on a GPU.
+    /// `None` where they cannot be stacked (the caller loads them one by one).
+    fn stacked(&self, names: &[String], outs: &[usize], k: usize) -> Result<Option<Linear>, ModelError> {
+        if !self.device.is_cuda() {
+            return Ok(None);
+        }
+        let infos = names.iter().map(|n| self.info(&format!("{n}.weight"))).collect::<Result<Vec<_>, _>>()?;
+        for ((name, info), &n) in names.iter().zip(&infos).zip(outs) {
+            if info.dims != [n, k] {
+                return Err(self.file.error(format!("tensor {name}.weight has shape {:?}, expected {:?}", info.dims, [n, k])).into());
+            }
+        }
+        let biased: Vec<bool> = names.iter().map(|n| self.file.tensor(&format!("{n}.bias")).is_some()).collect();
+        if infos.iter().any(|i| i.ty != infos[0].ty) || biased.iter().any(|&b| b != biased[0]) {
+            return Ok(None);
+        }
+        let dtype = infos[0].ty.ggml_dtype().expect("types were checked at open");
+        let mut bytes = Vec::with_capacity(infos.iter().map(|i| i.size).sum());
+        for info in &infos {
+            bytes.extend_from_slice(self.file.tensor_bytes(info));
+            self.file.release(info.offset, info.size);
+        }
+        let rows = outs.iter().sum::<usize>();
+        let w = qtensor_from_ggml(dtype, &bytes, vec![rows, k], self.device)
+            .and_then(QMatMul::from_qtensor)
+            .map_err(|e| ModelError::candle(format!("loading {} stacked", names.join(", ")), e))?;
+        let b = if biased[0] {
+            let parts = names.iter().zip(outs).map(|(n, &len)| self.vector(&format!("{n}.bias"), len)).collect::<Result<Vec<_>, _>>()?;
+            Some(Tensor::cat(&parts, 0).map_err(|e| ModelError::candle("stacking biases", e))?)
+        } else {
+            None
+        };
+        Ok(Some(Linear { w: Matrix::Candle(w), b }))
+    }
 }
 
 /// Copies a quantized tensor into block storage a few MiB at a time, letting the kernel drop each
@@ -245,8 +291,11 @@ impl Weights {
         let mut layers = Vec::with_capacity(spec.n_layer);
         for i in 0..spec.n_layer {
             let p = format!("blk.{i}");
+            let (q, k, v) = (format!("{p}.attn_q"), format!("{p}.attn_k"), format!("{p}.attn_v"));
             let attn = if arch.fused_qkv() {
                 Attn::Fused(l.linear(&format!("{p}.attn_qkv"), q_dim + 2 * kv_dim, d)?)
+            } else if let Some(qkv) = l.stacked(&[q, k, v], &[q_dim, kv_dim, kv_dim], d)? {
+                Attn::Fused(qkv)
             } else {
                 Attn::Separate {
                     q: l.linear(&format!("{p}.attn_q"), q_dim, d)?,
@@ -254,8 +303,11 @@ impl Weights {
                     v: l.linear(&format!("{p}.attn_v"), kv_dim, d)?,
                 }
             };
+            let (gate, up) = (format!("{p}.ffn_gate"), format!("{p}.ffn_up"));
             let ffn = if arch.fused_gate_up() {
-                Ffn::FusedGateUp(l.linear(&format!("{p}.ffn_up"), 2 * spec.ff_len, d)?)
+                Ffn::FusedGateUp(l.linear(&up, 2 * spec.ff_len, d)?)
+            } else if let Some(gu) = l.stacked(&[gate, up], &[spec.ff_len, spec.ff_len], d)? {
+                Ffn::FusedGateUp(gu)
             } else {
                 Ffn::Gated {
                     gate: l.linear(&format!("{p}.ffn_gate"), spec.ff_len, d)?,

@@ -60,6 +60,9 @@ fn apply(act: Activation, gate: &[f32], up: &[f32], out: &mut [f32]) {
 /// `act(gate) * up` for two CPU f32 tensors of one shape; other devices and types go to candle.
 pub fn gated(act: Activation, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     let cpu = matches!(gate.device(), Device::Cpu) && gate.dtype() == candle_core::DType::F32 && up.dtype() == gate.dtype();
+    if super::cuda::available(gate.device()) && gate.rank() == 2 && gate.shape() == up.shape() {
+        return super::cuda::gated(act, gate, up);
+    }
     if !cpu || gate.shape() != up.shape() {
         let g = match act {
             Activation::Silu => candle_nn::ops::silu(gate)?,

@@ -25,6 +25,7 @@ macro_rules! by_rows {
 
 pub mod activation;
 pub mod attention;
+pub mod cuda;
 pub mod dequant;
 pub mod packed;
 pub mod q4_0;
@@ -67,6 +68,7 @@ pub fn forward(w: &QMatMul, x: &Tensor) -> Result<Tensor> {
     match w {
         QMatMul::QTensor(t) if many_rows(t, x) => dequant::matmul(t, x),
         QMatMul::QTensor(t) if supports(t, x) => matmul(t, x),
+        QMatMul::QTensor(t) if cuda::in_groups(t.dtype(), x) => cuda::by_groups(w, x),
         w => w.forward(x),
     }
 }
