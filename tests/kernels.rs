@@ -195,6 +195,34 @@ fn panel_kernels_match_the_f32_reference_and_candle() {
     same_alone_and_in_a_tile(panel_kernels, 19);
 }
 
+/// Several weights of mixed types against one input in one pass (a layer's q, k and v) give each
+/// weight bit for bit what its own matmul gives: the activations are quantized once either way.
+#[test]
+fn panels_of_several_weights_in_one_pass_equal_each_alone() {
+    if !packed::available() {
+        return;
+    }
+    let dev = Device::Cpu;
+    let k = 320;
+    let ws: Vec<Packed> = [(GgmlDType::Q4_0, 48), (GgmlDType::Q8_0, 17), (GgmlDType::Q5_0, 16), (GgmlDType::Q4_1, 70)]
+        .into_iter()
+        .map(|(ty, n)| panels(&QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap(), ty).unwrap()))
+        .collect();
+    for m in [1, 3, 8, 13] {
+        let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+        let refs: Vec<&Packed> = ws.iter().collect();
+        let many = Packed::matmul_many(&refs, &x).unwrap();
+        assert_eq!(many.len(), ws.len());
+        for (w, y) in ws.iter().zip(&many) {
+            assert_eq!(y.to_vec2::<f32>().unwrap(), w.matmul(&x).unwrap().to_vec2::<f32>().unwrap(), "{m} rows, {:?}", w.dims());
+        }
+    }
+    let wide = panels(&QTensor::quantize(&Tensor::randn(0f32, 1.0, (16, 2 * k), &dev).unwrap(), GgmlDType::Q4_0).unwrap());
+    let x = Tensor::randn(0f32, 1.0, (2, k), &dev).unwrap();
+    assert!(Packed::matmul_many(&[&ws[0], &wide], &x).is_err(), "weights of another width are refused");
+    assert!(Packed::matmul_many(&[], &x).is_err(), "no weights is refused");
+}
+
 #[test]
 fn other_types_and_shapes_are_left_to_candle() {
     let dev = Device::Cpu;

@@ -10,7 +10,7 @@ use super::gpu;
 use super::kernels::cuda::{self, Step};
 use super::kernels::{activation, attention};
 use super::kv_cache::KvCache;
-use super::weights::{Attn, Ffn, Layer, Weights};
+use super::weights::{Attn, Ffn, Layer, Linear, Weights};
 use super::ModelError;
 
 /// A run of new tokens for one sequence in a batched step.
@@ -162,7 +162,10 @@ impl Decoder {
             (x, h)
         };
         let (gate, up) = match &l.ffn {
-            Ffn::Gated { gate, up } => (gate.forward(&h)?, up.forward(&h)?),
+            Ffn::Gated { gate, up } => {
+                let [gate, up] = Linear::forward_many([gate, up], &h)?;
+                (gate, up)
+            }
             Ffn::FusedGateUp(gu) => {
                 let t = gu.forward(&h)?;
                 (t.narrow(1, 0, spec.ff_len)?, t.narrow(1, spec.ff_len, spec.ff_len)?)
@@ -181,7 +184,10 @@ impl Decoder {
         let spec = &self.spec;
         let (q_dim, kv_dim) = (spec.n_head * spec.head_dim, spec.n_kv_head * spec.head_dim);
         let (q, k, v) = match &l.attn {
-            Attn::Separate { q, k, v } => (q.forward(h)?, k.forward(h)?, v.forward(h)?),
+            Attn::Separate { q, k, v } => {
+                let [q, k, v] = Linear::forward_many([q, k, v], h)?;
+                (q, k, v)
+            }
             Attn::Fused(qkv) => {
                 let t = qkv.forward(h)?;
                 (t.narrow(1, 0, q_dim)?, t.narrow(1, q_dim, kv_dim)?, t.narrow(1, q_dim + kv_dim, kv_dim)?)

@@ -59,7 +59,32 @@ pub struct Linear {
 
 impl Linear {
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.w.forward(x)?;
+        self.add_bias(self.w.forward(x)?)
+    }
+
+    /// Each of `ls` applied to the same `x` `[m, k]`; those in panels in one pass (activations
+    /// quantized once, one call to the worker pool), the others one by one.
+    pub fn forward_many<const N: usize>(ls: [&Linear; N], x: &Tensor) -> candle_core::Result<[Tensor; N]> {
+        let panels: Vec<&Packed> = ls
+            .iter()
+            .filter_map(|l| match &l.w {
+                Matrix::Panels(p) => Some(&**p),
+                Matrix::Candle(_) => None,
+            })
+            .collect();
+        let mut fused = if x.rank() == 2 && !panels.is_empty() { Packed::matmul_many(&panels, x)? } else { Vec::new() }.into_iter();
+        let mut ys = Vec::with_capacity(N);
+        for l in ls {
+            let y = match (&l.w, x.rank()) {
+                (Matrix::Panels(_), 2) => fused.next().expect("one result per panel weight"),
+                _ => l.w.forward(x)?,
+            };
+            ys.push(l.add_bias(y)?);
+        }
+        Ok(ys.try_into().unwrap_or_else(|_| unreachable!("one result per weight")))
+    }
+
+    fn add_bias(&self, y: Tensor) -> candle_core::Result<Tensor> {
         match &self.b {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),

@@ -175,24 +175,31 @@ impl Packed {
 
     /// `x` `[m, k]` times the transpose of this `[n, k]` → `[m, n]`.
     pub fn matmul(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(Packed::matmul_many(&[self], x)?.remove(0))
+    }
+
+    /// `x` `[m, k]` times the transpose of each of `ws` (all `k` wide): the activations are
+    /// quantized once and all the weights' panels share one pass over the worker pool.
+    pub fn matmul_many(ws: &[&Packed], x: &Tensor) -> Result<Vec<Tensor>> {
         let (m, xk) = x.dims2()?;
-        if xk != self.k || !matches!(x.device(), Device::Cpu) || x.dtype() != candle_core::DType::F32 {
-            candle_core::bail!("panel matmul: a {:?} {:?} input against a weight of {} columns", x.dtype(), x.shape(), self.k);
+        if ws.is_empty() || ws.iter().any(|w| w.k != xk) || !matches!(x.device(), Device::Cpu) || x.dtype() != candle_core::DType::F32 {
+            let ks: Vec<usize> = ws.iter().map(|w| w.k).collect();
+            candle_core::bail!("panel matmul: a {:?} {:?} input against weights of {ks:?} columns", x.dtype(), x.shape());
         }
         let x = x.contiguous()?;
         let (storage, layout) = x.storage_and_layout();
         let Storage::Cpu(cpu) = &*storage else { candle_core::bail!("panel matmul: input is not on the CPU") };
-        let xs = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + m * self.k];
+        let xs = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + m * xk];
         if !available() {
             candle_core::bail!("panel matmul: this CPU lacks AVX-512 VNNI (or HEARTH_NO_PANELS is set)");
         }
-        let mut out = vec![0f32; m * self.n];
+        let mut outs: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; m * w.n]).collect();
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `available()` found the CPU features the kernel needs.
         unsafe {
-            super::vnni::matmul(self, xs, m, &mut out)
+            super::vnni::matmul_many(ws, xs, m, &mut outs)
         };
-        Tensor::from_vec(out, (m, self.n), &Device::Cpu)
+        ws.iter().zip(outs).map(|(w, o)| Tensor::from_vec(o, (m, w.n), &Device::Cpu)).collect()
     }
 }
 

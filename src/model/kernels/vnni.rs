@@ -222,54 +222,68 @@ unsafe fn tile<L: Layout, const R: usize>(w: *const u8, bytes: usize, blocks: us
     }
 }
 
-/// Every panel of `w` against all `m` rows of `a`, panels shared over the pool.
+/// Panel `p` of `w` against all `m` rows of `a`, into `out` (`[m, n]`, row-major).
+///
+/// # Safety
+/// `out` must hold `m * n` floats, and nothing else may write panel p's columns meanwhile.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn run<L: Layout>(w: &Packed, a: &Acts, m: usize, out: &mut [f32]) {
+unsafe fn panel<L: Layout>(w: &Packed, a: &Acts, m: usize, p: usize, out: *mut f32) {
     let (n, k) = w.dims();
     let (blocks, bytes) = (k / QK, w.kind().panel_bytes());
-    let data = w.data();
-    let dst = OutPtr(out.as_mut_ptr());
-    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(PANEL), |panels| {
-        for p in panels {
-            let lanes = if (p + 1) * PANEL <= n { 0xFFFF } else { (1u16 << (n - p * PANEL)) - 1 };
-            let wp = data.as_ptr().add(p * blocks * bytes);
-            let mut row0 = 0;
-            // SAFETY: rows row0.. of panel p's 16 columns are written by this call alone; the
-            // packed data holds `blocks` panel blocks for panel p and `a` all m rows.
-            unsafe {
-                let o = |row0| dst.get().add(row0 * n + p * PANEL);
-                while row0 + ROWS <= m {
-                    tile::<L, ROWS>(wp, bytes, blocks, a, row0, o(row0), n, lanes);
-                    row0 += ROWS;
-                }
-                match m - row0 {
-                    0 => {}
-                    1 => tile::<L, 1>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
-                    2 => tile::<L, 2>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
-                    3 => tile::<L, 3>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
-                    4 => tile::<L, 4>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
-                    5 => tile::<L, 5>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
-                    6 => tile::<L, 6>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
-                    _ => tile::<L, 7>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
-                }
-            }
-        }
-    });
+    let lanes = if (p + 1) * PANEL <= n { 0xFFFF } else { (1u16 << (n - p * PANEL)) - 1 };
+    let wp = w.data().as_ptr().add(p * blocks * bytes);
+    let o = |row0: usize| out.add(row0 * n + p * PANEL);
+    let mut row0 = 0;
+    while row0 + ROWS <= m {
+        tile::<L, ROWS>(wp, bytes, blocks, a, row0, o(row0), n, lanes);
+        row0 += ROWS;
+    }
+    match m - row0 {
+        0 => {}
+        1 => tile::<L, 1>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
+        2 => tile::<L, 2>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
+        3 => tile::<L, 3>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
+        4 => tile::<L, 4>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
+        5 => tile::<L, 5>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
+        6 => tile::<L, 6>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
+        _ => tile::<L, 7>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
+    }
 }
 
-/// `xs` (`m` rows of `k`) times the transpose of `w` into `out` (`[m, n]`, row-major).
+/// `xs` (`m` rows of `k`) times the transpose of each weight in `ws` (all `k` wide) into its
+/// `out` (`[m, n]`, row-major): the activations are quantized once and every weight's panels
+/// share one pass over the worker pool (a layer's q, k and v, or gate and up, take one call).
 ///
 /// # Safety
 /// The CPU must have AVX-512 F, BW and VNNI (`packed::available`).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub unsafe fn matmul(w: &Packed, xs: &[f32], m: usize, out: &mut [f32]) {
-    let (n, k) = w.dims();
-    assert!(xs.len() == m * k && out.len() == m * n);
+pub unsafe fn matmul_many(ws: &[&Packed], xs: &[f32], m: usize, outs: &mut [Vec<f32>]) {
+    let k = ws[0].dims().1;
+    assert!(ws.len() == outs.len() && xs.len() == m * k);
+    assert!(ws.iter().zip(outs.iter()).all(|(w, o)| w.dims().1 == k && o.len() == m * w.dims().0));
     let a = quantize(xs, m, k);
-    match w.kind() {
-        Kind::Q4_0 => run::<Q4_0>(w, &a, m, out),
-        Kind::Q4_1 => run::<Q4_1>(w, &a, m, out),
-        Kind::Q5_0 => run::<Q5_0>(w, &a, m, out),
-        Kind::Q8_0 => run::<Q8_0>(w, &a, m, out),
+    // Panel i of the whole call is panel i - starts[j] of weight j.
+    let mut starts = Vec::with_capacity(ws.len());
+    let mut total = 0;
+    for w in ws {
+        starts.push(total);
+        total += w.dims().0.div_ceil(PANEL);
     }
+    let dsts: Vec<OutPtr> = outs.iter_mut().map(|o| OutPtr(o.as_mut_ptr())).collect();
+    candle_core::utils::barrier_pool().execute_chunked(total, |panels| {
+        for i in panels {
+            let j = starts.partition_point(|&s| s <= i) - 1;
+            let (w, p, out) = (ws[j], i - starts[j], dsts[j].get());
+            // SAFETY: panel p's columns of weight j's output are written by this call alone, and
+            // the outputs outlive the pool call.
+            unsafe {
+                match w.kind() {
+                    Kind::Q4_0 => panel::<Q4_0>(w, &a, m, p, out),
+                    Kind::Q4_1 => panel::<Q4_1>(w, &a, m, p, out),
+                    Kind::Q5_0 => panel::<Q5_0>(w, &a, m, p, out),
+                    Kind::Q8_0 => panel::<Q8_0>(w, &a, m, p, out),
+                }
+            }
+        }
+    });
 }
