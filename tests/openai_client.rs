@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::server::Server;
@@ -12,26 +11,9 @@ use hearth::engine::EngineConfig;
 
 const OPENAI: &str = "openai==3.54.0";
 
-/// Installs the pinned client into the target directory once; returns its path.
-fn python_deps() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pydeps");
-    let marker = dir.join(format!("{OPENAI}.installed"));
-    if !marker.exists() {
-        let status = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--upgrade", "--target"])
-            .arg(&dir)
-            .arg(OPENAI)
-            .status()
-            .expect("running python3 -m pip (python3 and pip are needed for this test)");
-        assert!(status.success(), "pip could not install {OPENAI} into {}", dir.display());
-        std::fs::write(&marker, "").unwrap();
-    }
-    dir
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_openai_client_works_against_hearth() {
-    let deps = tokio::task::spawn_blocking(python_deps).await.unwrap();
+    let deps = tokio::task::spawn_blocking(|| common::python_package(OPENAI)).await.unwrap();
     let config = ServeConfig { api_key: Some("test-key".into()), cors_origins: vec![] };
     let s = Server::smollm2_with(EngineConfig { prefix_cache: 0, ..EngineConfig::default() }, config).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/openai_client.py");

@@ -2,7 +2,9 @@
 //! `scripts/check-cuda.sh` measure on) writes files hearth loads, quantizes and runs, with the
 //! real model's hyper-parameters; numpy, pinned, is installed from PyPI by this test.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
 use hearth::model::arch::ModelSpec;
@@ -10,28 +12,12 @@ use hearth::model::gguf::GgufFile;
 
 const NUMPY: &str = "numpy==2.4.6";
 
-fn python_deps() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pydeps-numpy");
-    let marker = dir.join(format!("{NUMPY}.installed"));
-    if !marker.exists() {
-        let status = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--upgrade", "--target"])
-            .arg(&dir)
-            .arg(NUMPY)
-            .status()
-            .expect("running python3 -m pip (python3 and pip are needed for this test)");
-        assert!(status.success(), "pip could not install {NUMPY} into {}", dir.display());
-        std::fs::write(&marker, "").unwrap();
-    }
-    dir
-}
-
 fn synth(shape: &str, layers: usize, out: &Path) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/synth-gguf.py");
     let o = Command::new("python3")
         .arg(script)
         .args([shape, out.to_str().unwrap(), "--layers", &layers.to_string()])
-        .env("PYTHONPATH", python_deps())
+        .env("PYTHONPATH", common::python_package(NUMPY))
         .output()
         .unwrap();
     assert!(o.status.success(), "synth-gguf.py {shape}: {}", String::from_utf8_lossy(&o.stderr));

@@ -212,7 +212,7 @@ impl Loader<'_> {
     /// up) stacked row-wise into one matrix, biases likewise, when they share a type and all or
     /// none have a bias: one matmul launch instead of several, the step's bottleneck on a GPU.
     /// `None` where they cannot be stacked (the caller loads them one by one).
-    fn stacked(&self, names: &[String], outs: &[usize], k: usize) -> Result<Option<Linear>, ModelError> {
+    fn stacked(&self, names: &[&str], outs: &[usize], k: usize) -> Result<Option<Linear>, ModelError> {
         if !self.device.is_cuda() {
             return Ok(None);
         }
@@ -319,24 +319,24 @@ impl Weights {
             let (q, k, v) = (format!("{p}.attn_q"), format!("{p}.attn_k"), format!("{p}.attn_v"));
             let attn = if arch.fused_qkv() {
                 Attn::Fused(l.linear(&format!("{p}.attn_qkv"), q_dim + 2 * kv_dim, d)?)
-            } else if let Some(qkv) = l.stacked(&[q, k, v], &[q_dim, kv_dim, kv_dim], d)? {
+            } else if let Some(qkv) = l.stacked(&[&q, &k, &v], &[q_dim, kv_dim, kv_dim], d)? {
                 Attn::Fused(qkv)
             } else {
                 Attn::Separate {
-                    q: l.linear(&format!("{p}.attn_q"), q_dim, d)?,
-                    k: l.linear(&format!("{p}.attn_k"), kv_dim, d)?,
-                    v: l.linear(&format!("{p}.attn_v"), kv_dim, d)?,
+                    q: l.linear(&q, q_dim, d)?,
+                    k: l.linear(&k, kv_dim, d)?,
+                    v: l.linear(&v, kv_dim, d)?,
                 }
             };
             let (gate, up) = (format!("{p}.ffn_gate"), format!("{p}.ffn_up"));
             let ffn = if arch.fused_gate_up() {
                 Ffn::FusedGateUp(l.linear(&up, 2 * spec.ff_len, d)?)
-            } else if let Some(gu) = l.stacked(&[gate, up], &[spec.ff_len, spec.ff_len], d)? {
+            } else if let Some(gu) = l.stacked(&[&gate, &up], &[spec.ff_len, spec.ff_len], d)? {
                 Ffn::FusedGateUp(gu)
             } else {
                 Ffn::Gated {
-                    gate: l.linear(&format!("{p}.ffn_gate"), spec.ff_len, d)?,
-                    up: l.linear(&format!("{p}.ffn_up"), spec.ff_len, d)?,
+                    gate: l.linear(&gate, spec.ff_len, d)?,
+                    up: l.linear(&up, spec.ff_len, d)?,
                 }
             };
             let gemma = arch.gemma_norms();

@@ -1,5 +1,5 @@
-//! Helpers shared by the integration tests: locating pulled models, and candle-transformers'
-//! reference models run on the same file.
+//! Helpers shared by the integration tests: locating pulled models, installing pinned Python
+//! packages, and candle-transformers' reference models run on the same file.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -13,6 +13,25 @@ pub fn model_path(id: &str) -> PathBuf {
         Ok(p) => p,
         Err(e) => panic!("{e}\nfetch the test models with: cargo run --release -- pull smollm2-135m-instruct-q4_1 gemma3-270m-q4_k_m"),
     }
+}
+
+/// Installs a pinned Python package (`name==version`) from PyPI into the target directory once;
+/// returns the folder to put on `PYTHONPATH`.
+pub fn python_package(spec: &str) -> PathBuf {
+    let name = spec.split("==").next().unwrap_or(spec);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("pydeps-{name}"));
+    let marker = dir.join(format!("{spec}.installed"));
+    if !marker.exists() {
+        let status = std::process::Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--upgrade", "--target"])
+            .arg(&dir)
+            .arg(spec)
+            .status()
+            .expect("running python3 -m pip (python3 and pip are needed for this test)");
+        assert!(status.success(), "pip could not install {spec} into {}", dir.display());
+        std::fs::write(&marker, "").unwrap();
+    }
+    dir
 }
 
 /// The reference models from candle-transformers.
