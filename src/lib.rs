@@ -2,14 +2,17 @@
 //! cloud APIs.
 //!
 //! - [`model`]: GGUF files, architectures, the decoder, KV caches, tokenizers, prompt formats.
-//! - [`engine`]: sampling, stop conditions and generation.
+//! - [`engine`]: the batching scheduler, sampling, stop conditions; one token loop for all callers.
 //! - [`catalog`]: known models, pulling and verifying them, resolving `--model`.
 //! - [`bench`]: perplexity and other measurements.
 //! - [`ledger`]: local cost against cloud-API cost per request, in SQLite.
+//! - [`api`]: the HTTP API (OpenAI-compatible, llama.cpp's infill) over the engine.
+//! - [`cli`]: the `hearth` command line, one file per subcommand.
 
 pub mod api;
 pub mod bench;
 pub mod catalog;
+pub mod cli;
 pub mod engine;
 pub mod ledger;
 pub mod model;

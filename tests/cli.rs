@@ -55,7 +55,9 @@ fn bad_input_gives_clear_errors() {
     let (ok, _, err) = hearth(&["run", "-m", "/nonexistent/x.gguf", "hi"]);
     assert!(!ok && err.contains("no such file"), "{err}");
     let (ok, _, err) = hearth(&["run", "--temperature", "5", "hi"]);
-    assert!(!ok && err.contains("`temperature` must be between 0 and 2"), "{err}");
+    assert!(!ok && err.contains("--temperature must be between 0 and 2, got 5"), "{err}");
+    let (ok, _, err) = hearth(&["run", "--repeat-penalty", "0", "hi"]);
+    assert!(!ok && err.contains("--repeat-penalty must be in (0, 10], got 0"), "{err}");
     let (ok, _, err) = hearth(&["pull", "hf:only-owner"]);
     assert!(!ok && err.contains("bad hf reference"), "{err}");
     let dir = tempfile::tempdir().unwrap();

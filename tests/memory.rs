@@ -4,7 +4,7 @@
 mod common;
 
 use candle_core::Device;
-use hearth::engine::{generate, GenerateParams, SamplerConfig};
+use hearth::engine::{Engine, GenRequest, SamplerConfig};
 use hearth::model::Model;
 
 fn peak_rss_bytes() -> usize {
@@ -19,8 +19,8 @@ fn gemma3_peak_rss_is_under_twice_the_file() {
     let size = std::fs::metadata(&path).unwrap().len() as usize;
     let model = Model::load(&path, &Device::Cpu).unwrap();
     let prompt = model.vocab.encode(&"The quick brown fox jumps over the lazy dog. ".repeat(40), true).unwrap();
-    let params = GenerateParams { max_tokens: 16, sampler: SamplerConfig::default(), stop: vec![] };
-    generate(&model, &prompt, &params, |_| {}).unwrap();
+    let engine = Engine::start(model, String::new(), Default::default());
+    engine.generate(GenRequest::new(prompt, 16, SamplerConfig::default()), |_| {}).unwrap();
     let peak = peak_rss_bytes();
     assert!(peak < 2 * size, "peak RSS {} MB for a {} MB file", peak / 1_000_000, size / 1_000_000);
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use candle_core::Device;
-use hearth::engine::{generate, FinishReason, GenerateParams, SamplerConfig};
+use hearth::engine::{Engine, EngineConfig, FinishReason, GenRequest, SamplerConfig};
 use hearth::model::arch::Activation;
 use hearth::model::{ChatMessage, Model, StreamDecoder};
 
@@ -13,6 +13,11 @@ const GEMMA: &str = "gemma3-270m-q4_k_m";
 
 fn load(id: &str) -> Model {
     Model::load(&common::model_path(id), &Device::Cpu).unwrap()
+}
+
+/// The engine the server runs, on `model`.
+fn engine(model: Model) -> Engine {
+    Engine::start(model, String::new(), EngineConfig::default())
 }
 
 fn chat_prompt(model: &Model, question: &str) -> Vec<u32> {
@@ -95,9 +100,8 @@ fn chat_answers_stop_at_the_end_of_turn() {
     for (id, question, expect) in [(SMOL, "What is the capital of France? Answer in one sentence.", "Paris")] {
         let model = load(id);
         let prompt = chat_prompt(&model, question);
-        let params = GenerateParams { max_tokens: 200, sampler: SamplerConfig::default(), stop: vec![] };
         let mut streamed = String::new();
-        let g = generate(&model, &prompt, &params, |s| streamed.push_str(s)).unwrap();
+        let g = engine(model).generate(GenRequest::new(prompt, 200, SamplerConfig::default()), |s| streamed.push_str(s)).unwrap();
         assert_eq!(streamed, g.text);
         assert_eq!(g.finish, FinishReason::Stop, "{id}: {:?}", g.text);
         assert!(g.text.contains(expect), "{id}: {:?}", g.text);
@@ -109,12 +113,12 @@ fn chat_answers_stop_at_the_end_of_turn() {
 fn stop_strings_and_max_tokens_end_generation() {
     let model = load(SMOL);
     let prompt = model.vocab.encode("1, 2, 3, 4, 5,", true).unwrap();
-    let params = GenerateParams { max_tokens: 40, sampler: SamplerConfig::default(), stop: vec![" 9".into()] };
-    let g = generate(&model, &prompt, &params, |_| {}).unwrap();
+    let engine = engine(model);
+    let req = GenRequest { stop: vec![" 9".into()], ..GenRequest::new(prompt.clone(), 40, SamplerConfig::default()) };
+    let g = engine.generate(req, |_| {}).unwrap();
     assert_eq!(g.finish, FinishReason::Stop);
     assert!(g.text.starts_with(" 6, 7, 8,") && !g.text.contains('9'), "{:?}", g.text);
-    let params = GenerateParams { max_tokens: 5, sampler: SamplerConfig::default(), stop: vec![] };
-    let g = generate(&model, &prompt, &params, |_| {}).unwrap();
+    let g = engine.generate(GenRequest::new(prompt, 5, SamplerConfig::default()), |_| {}).unwrap();
     assert_eq!((g.finish, g.tokens.len()), (FinishReason::Length, 5));
 }
 
@@ -122,9 +126,10 @@ fn stop_strings_and_max_tokens_end_generation() {
 fn seeded_sampling_is_reproducible() {
     let model = load(SMOL);
     let prompt = model.vocab.encode("Once upon a time", true).unwrap();
+    let engine = engine(model);
     let run = |seed| {
         let sampler = SamplerConfig::from_params(1.0, None, Some(0.95), None, Default::default(), Some(seed)).unwrap();
-        generate(&model, &prompt, &GenerateParams { max_tokens: 24, sampler, stop: vec![] }, |_| {}).unwrap().tokens
+        engine.generate(GenRequest::new(prompt.clone(), 24, sampler), |_| {}).unwrap().tokens
     };
     assert_eq!(run(7), run(7));
     assert_ne!(run(7), run(8));
@@ -211,8 +216,7 @@ fn tokenization_matches_llama_cpp() {
 fn gemma3_greedy_matches_llama_cpp() {
     let model = load(GEMMA);
     let prompt = model.vocab.encode("def fibonacci(n):", true).unwrap();
-    let params = GenerateParams { max_tokens: 32, sampler: SamplerConfig::default(), stop: vec![] };
-    let g = generate(&model, &prompt, &params, |_| {}).unwrap();
+    let g = engine(model).generate(GenRequest::new(prompt, 32, SamplerConfig::default()), |_| {}).unwrap();
     let want = "\n    if n == 0:\n        return 0\n    elif n == 1:\n        return 1\n    elif n == ";
     assert!(g.text.starts_with(want), "{:?}", g.text);
 }

@@ -42,11 +42,12 @@ async fn greedy_completion_matches_the_library_and_carries_usage_and_headers() {
     let (st, headers, v) = s.post("/v1/completions", &json!({ "model": MODEL, "prompt": prompt, "max_tokens": 20, "temperature": 0 })).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["object"], "text_completion");
-    // The same generation through the library's single-sequence path.
+    // The same generation through a fresh engine of its own (one sequence, no HTTP).
     let model = hearth::model::Model::load(&common::model_path(MODEL), &candle_core::Device::Cpu).unwrap();
     let ids = model.vocab.encode(prompt, true).unwrap();
-    let params = hearth::engine::GenerateParams { max_tokens: 20, sampler: Default::default(), stop: vec![] };
-    let g = hearth::engine::generate(&model, &ids, &params, |_| {}).unwrap();
+    let engine = hearth::engine::Engine::start(model, String::new(), Default::default());
+    let req = hearth::engine::GenRequest::new(ids.clone(), 20, Default::default());
+    let g = tokio::task::spawn_blocking(move || engine.generate(req, |_| {})).await.unwrap().unwrap();
     assert_eq!(text(&v, 0), g.text);
     assert_eq!(v["usage"]["prompt_tokens"], ids.len());
     assert_eq!(v["usage"]["completion_tokens"], g.tokens.len());

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::engine::EngineError;
+use crate::engine::{EngineError, SamplerError};
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -48,9 +48,11 @@ impl ApiError {
             .with(Some("model"), Some("model_not_found"))
     }
 
-    pub fn context_length(param: &str, prompt: usize, max_tokens: usize, limit: usize) -> Self {
+    /// The prompt (from field `prompt_field`) and the completion limit (field `limit_field`)
+    /// together exceed the context; `param` is the one to change.
+    pub fn context_length(param: &str, prompt_field: &str, limit_field: &str, (prompt, max_tokens, limit): (usize, usize, usize)) -> Self {
         let message = format!(
-            "this model's maximum context length is {limit} tokens, but {} were requested ({prompt} in the prompt, {max_tokens} for the completion); shorten the prompt or lower `max_tokens`",
+            "this model's maximum context length is {limit} tokens, but {} were requested ({prompt} in `{prompt_field}`, {max_tokens} for the completion); shorten `{prompt_field}` or lower `{limit_field}`",
             prompt + max_tokens
         );
         Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message).with(Some(param), Some("context_length_exceeded"))
@@ -81,7 +83,15 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::QueueFull(_) => Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", e.to_string()).with(None, Some("queue_full")),
             EngineError::Stopped => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable_error", e.to_string()).with(None, Some("engine_stopped")),
+            EngineError::Failed(message) => Self::internal(message),
         }
+    }
+}
+
+/// A sampling knob out of range, under its OpenAI / llama.cpp name.
+impl From<SamplerError> for ApiError {
+    fn from(e: SamplerError) -> Self {
+        Self::invalid(e.knob.name(), e.to_string())
     }
 }
 

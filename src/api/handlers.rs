@@ -152,7 +152,7 @@ pub async fn tokenize(State(st): State<AppState>, ApiJson(req): ApiJson<Tokenize
     let ids = tokio::task::spawn_blocking(move || e.info().vocab.encode(&req.content, req.add_special))
         .await
         .map_err(ApiError::internal)?
-        .map_err(|m| ApiError::invalid("content", m))?;
+        .map_err(|m| ApiError::invalid("content", m.to_string()))?;
     let vocab = &engine.info().vocab;
     let tokens: serde_json::Value = if req.with_pieces {
         ids.iter().map(|&id| json!({ "id": id, "piece": vocab.decode(&[id]) })).collect()
@@ -171,7 +171,7 @@ pub async fn detokenize(State(st): State<AppState>, ApiJson(req): ApiJson<Detoke
         .iter()
         .map(|&t| match u32::try_from(t) {
             Ok(id) if (id as usize) < info.vocab_size => Ok(id),
-            _ => Err(ApiError::invalid("tokens", format!("token id {t} is outside the vocabulary of {} tokens", info.vocab_size))),
+            _ => Err(ApiError::invalid("tokens", format!("`tokens` holds token id {t}, outside the vocabulary of {} tokens", info.vocab_size))),
         })
         .collect::<Result<Vec<u32>, _>>()?;
     Ok(Json(json!({ "content": info.vocab.decode(&ids) })).into_response())

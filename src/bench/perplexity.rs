@@ -18,7 +18,7 @@ pub fn windows(model: &Model, text: &str, ctx: usize, max: Option<usize>) -> Res
             model.decoder.spec.context_length
         )));
     }
-    let tokens = model.vocab.encode(text, true).map_err(ModelError::Input)?;
+    let tokens = model.vocab.encode(text, true)?;
     let n = (tokens.len() / ctx).min(max.unwrap_or(usize::MAX));
     if n == 0 {
         return Err(ModelError::Input(format!("the text has {} tokens; at least --ctx = {ctx} are needed", tokens.len())));

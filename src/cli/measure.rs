@@ -1,4 +1,4 @@
-//! The measuring subcommands: `speed`, `perplexity`, `quantize` and `bench`.
+//! The measuring subcommands: `speed`, `perplexity`, `quantize` and `bench`: their arguments and bodies.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -7,12 +7,12 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use hearth::bench::compare::{self, Settings, SpeedRun, Step};
-use hearth::catalog;
-use hearth::model::quantize::{quantize as write_quantized, Target};
-use hearth::model::GgufFile;
+use crate::bench::compare::{self, Settings, SpeedRun, Step};
+use crate::catalog;
+use crate::model::quantize::{quantize as write_quantized, Target};
+use crate::model::GgufFile;
 
-use crate::{load, ModelArgs, PriceArgs};
+use super::{ModelArgs, PriceArgs};
 
 #[derive(Args)]
 pub struct QuantizeArgs {
@@ -26,6 +26,33 @@ pub struct QuantizeArgs {
     /// Replace OUTPUT if it exists.
     #[arg(long)]
     force: bool,
+}
+
+#[derive(Args)]
+pub struct SpeedArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    shape: Shape,
+    /// Sequences generated side by side, one token each per batched step (as the server
+    /// batches streams; llama-batched-bench's -npl); the generation speed counts all of them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    parallel: u16,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct PerplexityArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The text file to score.
+    #[arg(long)]
+    file: PathBuf,
+    /// Tokens per window.
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
 }
 
 /// llama-bench's shapes.
@@ -67,7 +94,7 @@ pub struct BenchArgs {
     out: Option<PathBuf>,
     /// Where to compute: auto, cpu, cuda, cuda:N or metal.
     #[arg(long, default_value = "auto", env = "HEARTH_DEVICE")]
-    device: hearth::model::device::DeviceChoice,
+    device: crate::model::device::DeviceChoice,
     #[command(flatten)]
     prices: PriceArgs,
 }
@@ -77,17 +104,18 @@ fn threads() -> usize {
     candle_core::utils::get_num_threads()
 }
 
-pub fn speed(args: &ModelArgs, shape: &Shape, parallel: usize, json: bool) -> Result<()> {
-    let &Shape { pp, tg, reps } = shape;
+pub fn speed(args: &SpeedArgs) -> Result<()> {
+    let Shape { pp, tg, reps } = args.shape;
+    let (parallel, json) = (usize::from(args.parallel), args.json);
     let start = Instant::now();
-    let model = load(args)?;
+    let model = args.model.load()?;
     let load_s = start.elapsed().as_secs_f64();
     let ctx = model.decoder.spec.context_length;
     if pp > ctx || tg > ctx {
         bail!("-p {pp} and -n {tg} must each fit the context of {ctx} tokens");
     }
-    let s = hearth::bench::speed::measure(&model, pp, tg, parallel, reps)?;
-    let rss = hearth::bench::speed::peak_rss();
+    let s = crate::bench::speed::measure(&model, pp, tg, parallel, reps)?;
+    let rss = crate::bench::speed::peak_rss();
     if json {
         let threads = threads();
         println!(
@@ -108,11 +136,12 @@ pub fn speed(args: &ModelArgs, shape: &Shape, parallel: usize, json: bool) -> Re
     Ok(())
 }
 
-pub fn perplexity(args: &ModelArgs, file: &PathBuf, ctx: usize) -> Result<()> {
+pub fn perplexity(args: &PerplexityArgs) -> Result<()> {
+    let (file, ctx) = (&args.file, args.ctx);
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let model = load(args)?;
+    let model = args.model.load()?;
     let start = Instant::now();
-    let p = hearth::bench::perplexity::perplexity(&model, &text, ctx, |w, v| eprint!("[{w}]{v:.4} "))?;
+    let p = crate::bench::perplexity::perplexity(&model, &text, ctx, |w, v| eprint!("[{w}]{v:.4} "))?;
     eprintln!();
     println!(
         "perplexity: {:.4} ({} windows of {ctx} tokens, {} tokens scored, {:.1}s)",
@@ -229,7 +258,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         let write = |f: &str, s: String| std::fs::write(dir.join(f), s).with_context(|| format!("writing {}", dir.join(f).display()));
         write("bench.csv", bench.to_csv())?;
         write("bench.json", bench.to_json())?;
-        hearth::bench::charts::write_all(&bench, dir).map_err(anyhow::Error::msg)?;
+        crate::bench::charts::write_all(&bench, dir).map_err(anyhow::Error::msg)?;
         eprintln!("wrote bench.csv, bench.json, speed_vs_size.svg, kl_vs_size.svg and cost_per_1m.svg to {}", dir.display());
     }
     Ok(())

@@ -5,7 +5,7 @@
 //! for that request alone. A full queue is refused at once ([`EngineError::QueueFull`]); a dropped
 //! receiver cancels the request within one step.
 
-pub mod generate;
+mod collect;
 pub mod sampler;
 mod scheduler;
 mod sequence;
@@ -21,8 +21,8 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use crate::ledger::{EnergyMeter, EnergyMethod};
 use crate::model::{Fim, Model, PromptFormat, Vocab};
 
-pub use generate::{generate, FinishReason, GenerateParams, Generation};
-pub use sampler::{Penalties, Sampler, SamplerConfig, Sampling};
+pub use collect::Generation;
+pub use sampler::{Knob, Penalties, Sampler, SamplerConfig, SamplerError, Sampling};
 pub use stop::StopStrings;
 
 /// One generation request, already validated: `n` independent continuations of `prompt`.
@@ -40,6 +40,13 @@ pub struct GenRequest {
     pub prompt_logprobs: bool,
     /// Where the engine charges this request's share of each step's energy and time.
     pub meter: Arc<Meter>,
+}
+
+impl GenRequest {
+    /// One choice of `prompt`, at most `max_tokens` long, no stop strings or logprobs.
+    pub fn new(prompt: Vec<u32>, max_tokens: usize, sampler: SamplerConfig) -> Self {
+        Self { prompt, n: 1, max_tokens, sampler, stop: Vec::new(), logprobs: None, prompt_logprobs: false, meter: Arc::default() }
+    }
 }
 
 /// Energy and busy time charged to one request. A step's energy and time are shared among its
@@ -91,8 +98,9 @@ pub enum Event {
     Started { index: usize, queue: Duration, prompt_tokens: usize, cached_tokens: usize },
     /// Log-probabilities of the prompt tokens (the first has none).
     PromptLogprobs { index: usize, logprobs: Vec<Option<TokenLogprob>> },
-    /// One generated token: the text now safe to show (maybe empty) and, when asked, its logprob.
-    Token { index: usize, text: String, logprob: Option<TokenLogprob> },
+    /// One generated token: its id, the text now safe to show (maybe empty) and, when asked,
+    /// its logprob.
+    Token { index: usize, token: u32, text: String, logprob: Option<TokenLogprob> },
     /// Text released at the end (held back by the detokenizer or stop-string check).
     Tail { index: usize, text: String },
     Done { index: usize, finish: FinishReason, stats: SeqStats },
@@ -128,6 +136,28 @@ pub enum EngineError {
     QueueFull(usize),
     #[error("the engine has stopped")]
     Stopped,
+    /// The engine refused or failed a request it had accepted (its reason inside).
+    #[error("{0}")]
+    Failed(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-generation token or a stop string.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+    /// The context is full.
+    ContextFull,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length | FinishReason::ContextFull => "length",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

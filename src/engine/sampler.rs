@@ -51,8 +51,44 @@ impl Default for SamplerConfig {
     }
 }
 
+/// A sampling knob. Each wire protocol names it in its own way (see [`Knob::name`] for the
+/// OpenAI / llama.cpp names), so errors carry the knob, not a field name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Knob {
+    Temperature,
+    TopK,
+    TopP,
+    MinP,
+    RepeatPenalty,
+    PresencePenalty,
+    FrequencyPenalty,
+}
+
+impl Knob {
+    /// The knob's name in OpenAI's and llama.cpp's requests.
+    pub fn name(self) -> &'static str {
+        match self {
+            Knob::Temperature => "temperature",
+            Knob::TopK => "top_k",
+            Knob::TopP => "top_p",
+            Knob::MinP => "min_p",
+            Knob::RepeatPenalty => "repeat_penalty",
+            Knob::PresencePenalty => "presence_penalty",
+            Knob::FrequencyPenalty => "frequency_penalty",
+        }
+    }
+}
+
+/// A knob outside its range; `reason` states the limit and the value given ("must be …, got …").
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("`{}` {reason}", knob.name())]
+pub struct SamplerError {
+    pub knob: Knob,
+    pub reason: String,
+}
+
 impl SamplerConfig {
-    /// Builds a config from user-facing knobs, naming the field and its limits when one is out of range.
+    /// Builds a config from user-facing knobs; an out-of-range one is named with its limits.
     /// A temperature of 0 means greedy.
     pub fn from_params(
         temperature: f32,
@@ -61,25 +97,26 @@ impl SamplerConfig {
         min_p: Option<f32>,
         penalties: Penalties,
         seed: Option<u64>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SamplerError> {
+        let bad = |knob, reason: String| Err(SamplerError { knob, reason });
         if !(0.0..=2.0).contains(&temperature) {
-            return Err(format!("`temperature` must be between 0 and 2, got {temperature}"));
+            return bad(Knob::Temperature, format!("must be between 0 and 2, got {temperature}"));
         }
         if let Some(p) = top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
-            return Err(format!("`top_p` must be in (0, 1], got {p}"));
+            return bad(Knob::TopP, format!("must be in (0, 1], got {p}"));
         }
         if let Some(p) = min_p.filter(|p| !(0.0..=1.0).contains(p)) {
-            return Err(format!("`min_p` must be between 0 and 1, got {p}"));
+            return bad(Knob::MinP, format!("must be between 0 and 1, got {p}"));
         }
         if top_k == Some(0) {
-            return Err("`top_k` must be at least 1".into());
+            return bad(Knob::TopK, "must be at least 1, got 0".into());
         }
         if !(penalties.repetition > 0.0 && penalties.repetition <= 10.0) {
-            return Err(format!("`repetition_penalty` must be in (0, 10], got {}", penalties.repetition));
+            return bad(Knob::RepeatPenalty, format!("must be in (0, 10], got {}", penalties.repetition));
         }
-        for (name, v) in [("presence_penalty", penalties.presence), ("frequency_penalty", penalties.frequency)] {
+        for (knob, v) in [(Knob::PresencePenalty, penalties.presence), (Knob::FrequencyPenalty, penalties.frequency)] {
             if !(-2.0..=2.0).contains(&v) {
-                return Err(format!("`{name}` must be between -2 and 2, got {v}"));
+                return bad(knob, format!("must be between -2 and 2, got {v}"));
             }
         }
         let sampling = if temperature == 0.0 || top_k == Some(1) {
@@ -266,19 +303,23 @@ mod tests {
     }
 
     #[test]
-    fn out_of_range_knobs_name_the_field() {
+    fn out_of_range_knobs_name_the_knob() {
         let p = Penalties::default;
-        let err = |r: Result<SamplerConfig, String>| r.unwrap_err();
-        assert!(err(SamplerConfig::from_params(-1.0, None, None, None, p(), None)).contains("`temperature`"));
-        assert!(err(SamplerConfig::from_params(1.0, None, Some(1.5), None, p(), None)).contains("`top_p`"));
-        assert!(err(SamplerConfig::from_params(1.0, None, Some(0.0), None, p(), None)).contains("`top_p`"));
-        assert!(err(SamplerConfig::from_params(1.0, Some(0), None, None, p(), None)).contains("`top_k`"));
-        assert!(err(SamplerConfig::from_params(1.0, None, None, Some(2.0), p(), None)).contains("`min_p`"));
+        let knob = |r: Result<SamplerConfig, SamplerError>| r.unwrap_err().knob;
+        assert_eq!(knob(SamplerConfig::from_params(-1.0, None, None, None, p(), None)), Knob::Temperature);
+        assert_eq!(knob(SamplerConfig::from_params(1.0, None, Some(1.5), None, p(), None)), Knob::TopP);
+        assert_eq!(knob(SamplerConfig::from_params(1.0, None, Some(0.0), None, p(), None)), Knob::TopP);
+        assert_eq!(knob(SamplerConfig::from_params(1.0, Some(0), None, None, p(), None)), Knob::TopK);
+        assert_eq!(knob(SamplerConfig::from_params(1.0, None, None, Some(2.0), p(), None)), Knob::MinP);
         let bad = Penalties { presence: 3.0, ..p() };
-        assert!(err(SamplerConfig::from_params(1.0, None, None, None, bad, None)).contains("`presence_penalty`"));
+        assert_eq!(knob(SamplerConfig::from_params(1.0, None, None, None, bad, None)), Knob::PresencePenalty);
+        let bad = Penalties { frequency: -3.0, ..p() };
+        assert_eq!(knob(SamplerConfig::from_params(1.0, None, None, None, bad, None)), Knob::FrequencyPenalty);
         let nan = Penalties { repetition: f32::NAN, ..p() };
-        assert!(err(SamplerConfig::from_params(1.0, None, None, None, nan, None)).contains("`repetition_penalty`"));
-        assert!(err(SamplerConfig::from_params(f32::NAN, None, None, None, p(), None)).contains("`temperature`"));
+        assert_eq!(knob(SamplerConfig::from_params(1.0, None, None, None, nan, None)), Knob::RepeatPenalty);
+        assert_eq!(knob(SamplerConfig::from_params(f32::NAN, None, None, None, p(), None)), Knob::Temperature);
+        let e = SamplerConfig::from_params(1.0, None, None, None, Penalties { repetition: 0.0, ..p() }, None).unwrap_err();
+        assert_eq!(e.to_string(), "`repeat_penalty` must be in (0, 10], got 0");
     }
 
     #[test]

@@ -154,7 +154,7 @@ impl Sequence {
             text = step.emit;
             stopped = step.stopped;
         }
-        if !self.send(Event::Token { index: self.index, text, logprob }) {
+        if !self.send(Event::Token { index: self.index, token: next, text, logprob }) {
             return Outcome::Cancelled;
         }
         if stopped {

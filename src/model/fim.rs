@@ -3,7 +3,7 @@
 //! from them the way llama.cpp's `/infill` builds it.
 
 use super::gguf::GgufFile;
-use super::tokenizer::Vocab;
+use super::tokenizer::{EncodeError, Vocab};
 
 /// Known texts of each FIM token, across model families (Qwen/Gemma, StarCoder/SmolLM,
 /// CodeLlama, DeepSeek, Codestral).
@@ -57,7 +57,7 @@ impl Fim {
     /// `[BOS] [context files] <prefix> prefix <suffix> suffix <middle>`: the model writes what goes
     /// between `prefix` and `suffix`. Context files come first, each introduced by the file
     /// separator token and its name (or a text separator when the model has no such token).
-    pub fn prompt(&self, vocab: &Vocab, prefix: &str, suffix: &str, context: &[ContextFile]) -> Result<Vec<u32>, String> {
+    pub fn prompt(&self, vocab: &Vocab, prefix: &str, suffix: &str, context: &[ContextFile]) -> Result<Vec<u32>, EncodeError> {
         let mut ids = vocab.encode("", true)?;
         if !context.is_empty() {
             if let (Some(repo), Some(_)) = (self.repo, self.file_sep) {

@@ -27,8 +27,8 @@ pub use decoder::{Chunk, Decoder, Logits};
 pub use fim::{ContextFile, Fim};
 pub use gguf::{GgufError, GgufFile};
 pub use kv_cache::KvCache;
-pub use prompt::{ChatMessage, PromptFormat};
-pub use tokenizer::{StreamDecoder, Vocab};
+pub use prompt::{ChatMessage, PromptFormat, TemplateError};
+pub use tokenizer::{EncodeError, StreamDecoder, Vocab};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -42,8 +42,10 @@ pub enum ModelError {
     Input(String),
     #[error("{0}")]
     Device(String),
-    #[error("chat template: {0}")]
-    Template(String),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
 }
 
 impl ModelError {

@@ -35,6 +35,11 @@ impl ChatMessage {
     }
 }
 
+/// The chat template failed on these messages (minijinja's reason and its causes).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the chat template failed: {0}")]
+pub struct TemplateError(pub String);
+
 /// How a model wants its chat prompts written.
 pub struct PromptFormat {
     env: Environment<'static>,
@@ -81,8 +86,8 @@ impl PromptFormat {
     }
 
     /// Renders `messages`, ending with the assistant's turn opener when `add_generation_prompt`.
-    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, String> {
-        let tmpl = self.env.get_template("chat").map_err(|e| e.to_string())?;
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, TemplateError> {
+        let tmpl = self.env.get_template("chat").map_err(|e| TemplateError(e.to_string()))?;
         tmpl.render(context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
@@ -96,7 +101,7 @@ impl PromptFormat {
                 msg.push_str(&format!(": {s}"));
                 src = s.source();
             }
-            msg
+            TemplateError(msg)
         })
     }
 

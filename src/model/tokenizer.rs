@@ -38,6 +38,11 @@ enum Engine {
     Spm(Spm),
 }
 
+/// The tokenizer could not encode a text (the library's own reason inside).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the tokenizer failed: {0}")]
+pub struct EncodeError(pub String);
+
 /// A model's vocabulary: the tokenizer and the special ids that drive generation.
 pub struct Vocab {
     engine: Engine,
@@ -124,13 +129,13 @@ impl Vocab {
 
     /// Tokenizes `text`; special-token texts in it become their tokens. Prepends BOS when the
     /// model wants one and `add_bos` is set.
-    pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, String> {
+    pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, EncodeError> {
         let mut ids = Vec::new();
         if add_bos && self.add_bos {
             ids.extend(self.bos);
         }
         match &self.engine {
-            Engine::Bpe(t) => ids.extend_from_slice(t.encode_fast(text, false).map_err(|e| e.to_string())?.get_ids()),
+            Engine::Bpe(t) => ids.extend_from_slice(t.encode_fast(text, false).map_err(|e| EncodeError(e.to_string()))?.get_ids()),
             Engine::Spm(t) => ids.extend(t.encode(text)),
         }
         Ok(ids)

@@ -59,7 +59,7 @@ pub fn completion(r: CompletionRequest, info: &ModelInfo) -> Result<Plan, ApiErr
             let prefixes = prompt_strings(&r.prompt)?;
             let mut prompts = Vec::new();
             for p in &prefixes {
-                prompts.push(fim.prompt(&info.vocab, p, suffix, &[]).map_err(|e| ApiError::invalid("prompt", e))?);
+                prompts.push(fim.prompt(&info.vocab, p, suffix, &[]).map_err(|e| ApiError::invalid("prompt", e.to_string()))?);
             }
             (prompts, prefixes)
         }
@@ -126,17 +126,21 @@ pub fn chat(r: ChatRequest, info: &ModelInfo) -> Result<Plan, ApiError> {
             "user" => "user",
             "assistant" => "assistant",
             "tool" | "function" => return Err(ApiError::unsupported(&format!("messages[{i}].role"), "tool results need tools, which this server does not run")),
-            other => return Err(ApiError::invalid(&format!("messages[{i}].role"), format!("unknown role `{other}`; use system, developer, user or assistant"))),
+            other => {
+                let msg = format!("`messages[{i}].role` is `{other}`, which is not a role; use system, developer, user or assistant");
+                return Err(ApiError::invalid(&format!("messages[{i}].role"), msg));
+            }
         };
         if m.tool_calls.as_ref().is_some_and(|t| !t.is_null()) {
             return Err(ApiError::unsupported(&format!("messages[{i}].tool_calls"), "this server does not run tools"));
         }
-        let content = message_text(&m.content, role == "assistant").map_err(|e| ApiError::invalid(&format!("messages[{i}].content"), e))?;
+        let field = format!("messages[{i}].content");
+        let content = message_text(&m.content, role == "assistant").map_err(|why| ApiError::invalid(&field, format!("`{field}` {why}")))?;
         messages.push(ChatMessage::new(role, &content));
         cloud.push((m.role.clone(), content));
     }
-    let text = info.prompt.render(&messages, true).map_err(|e| ApiError::invalid("messages", format!("the chat template failed: {e}")))?;
-    let prompt = info.vocab.encode(&text, !info.prompt.starts_with_bos(&text)).map_err(|e| ApiError::invalid("messages", e))?;
+    let text = info.prompt.render(&messages, true).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+    let prompt = info.vocab.encode(&text, !info.prompt.starts_with_bos(&text)).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
     let logprobs = match (r.logprobs.unwrap_or(false), r.top_logprobs) {
         (false, None) => None,
         (false, Some(_)) => return Err(ApiError::invalid("top_logprobs", "`top_logprobs` needs `logprobs: true`")),
@@ -164,7 +168,7 @@ pub fn infill(r: InfillRequest, info: &ModelInfo) -> Result<Plan, ApiError> {
     })?;
     let context: Vec<ContextFile> = r.input_extra.iter().map(|c| ContextFile { filename: c.filename.clone(), text: c.text.clone() }).collect();
     let prefix = format!("{}{}", r.input_prefix, r.prompt);
-    let prompt = fim.prompt(&info.vocab, &prefix, &r.input_suffix, &context).map_err(|e| ApiError::invalid("input_prefix", e))?;
+    let prompt = fim.prompt(&info.vocab, &prefix, &r.input_suffix, &context).map_err(|e| ApiError::invalid("input_prefix", e.to_string()))?;
     // llama.cpp's n_predict: -1 means "until the context is full".
     let (limit, field) = match (r.n_predict, r.max_tokens) {
         (Some(-1), _) => (None, "n_predict"),
@@ -187,12 +191,12 @@ fn completion_prompts(v: &Value, info: &ModelInfo) -> Result<(Vec<Vec<u32>>, Vec
         a.iter()
             .map(|t| match t.as_u64() {
                 Some(id) if (id as usize) < info.vocab_size => Ok(id as u32),
-                Some(id) => Err(ApiError::invalid("prompt", format!("token id {id} is outside the vocabulary of {} tokens", info.vocab_size))),
+                Some(id) => Err(ApiError::invalid("prompt", format!("`prompt` holds token id {id}, outside the vocabulary of {} tokens", info.vocab_size))),
                 None => Err(ApiError::invalid("prompt", format!("`prompt` token ids must be non-negative integers, got {t}"))),
             })
             .collect()
     };
-    let encode = |s: &str| info.vocab.encode(s, true).map_err(|e| ApiError::invalid("prompt", e));
+    let encode = |s: &str| info.vocab.encode(s, true).map_err(|e| ApiError::invalid("prompt", e.to_string()));
     let (prompts, texts): (Vec<Vec<u32>>, Vec<String>) = match v {
         Value::Array(a) if !a.is_empty() && a.iter().all(Value::is_number) => {
             let p = ids(a)?;
@@ -227,6 +231,7 @@ fn prompt_strings(v: &Value) -> Result<Vec<String>, ApiError> {
     }
 }
 
+/// The text of a message's `content`, or why it cannot be read (words to follow the field's name).
 fn message_text(content: &Value, may_be_empty: bool) -> Result<String, String> {
     match content {
         Value::String(s) => Ok(s.clone()),
@@ -236,13 +241,13 @@ fn message_text(content: &Value, may_be_empty: bool) -> Result<String, String> {
             for p in parts {
                 match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
                     (Some("text"), Some(t)) => text.push_str(t),
-                    (Some(kind), _) => return Err(format!("content parts of type `{kind}` are not supported; this model reads text only")),
-                    _ => return Err("each content part needs `type` and `text`".into()),
+                    (Some(kind), _) => return Err(format!("holds a part of type `{kind}`; this model reads text only")),
+                    _ => return Err("holds a part without `type` and `text`".into()),
                 }
             }
             Ok(text)
         }
-        _ => Err("`content` must be a string or an array of text parts".into()),
+        _ => Err("must be a string or an array of text parts".into()),
     }
 }
 
@@ -280,7 +285,7 @@ fn max_tokens(asked: Option<i64>, field: &str, default: Option<usize>, prompt: u
     };
     if prompt.saturating_add(want) > ctx {
         let param = if asked.is_some() || prompt < ctx { field } else { prompt_field };
-        return Err(ApiError::context_length(param, prompt, want, ctx));
+        return Err(ApiError::context_length(param, prompt_field, field, (prompt, want, ctx)));
     }
     Ok(want)
 }
@@ -304,10 +309,7 @@ fn sampler(
         Some(k) => return Err(ApiError::invalid("top_k", format!("`top_k` must be at least 0, got {k}"))),
     };
     let penalties = Penalties { repetition: repeat.unwrap_or(1.0), presence: presence.unwrap_or(0.0), frequency: frequency.unwrap_or(0.0), ..Penalties::default() };
-    let mut cfg = SamplerConfig::from_params(temperature.unwrap_or(1.0), top_k, top_p, min_p, penalties, seed.map(|s| s as u64)).map_err(|e| {
-        let param = e.split('`').nth(1).unwrap_or("").to_owned();
-        ApiError::invalid(&param, e)
-    })?;
+    let mut cfg = SamplerConfig::from_params(temperature.unwrap_or(1.0), top_k, top_p, min_p, penalties, seed.map(|s| s as u64))?;
     for (k, &v) in bias.into_iter().flatten() {
         let id = k.parse::<u32>().ok().filter(|&id| (id as usize) < info.vocab_size).ok_or_else(|| {
             ApiError::invalid("logit_bias", format!("`logit_bias` keys must be token ids below {}, got `{k}`", info.vocab_size))
@@ -320,3 +322,6 @@ fn sampler(
     }
     Ok(cfg)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,101 @@
+//! `hearth serve`: the HTTP API on a socket, the model loading beside it, the ledger attached.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::api::{router, AppState, ServeConfig};
+use crate::engine::{Engine, EngineConfig};
+
+use super::{LedgerArgs, ModelArgs};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Address to listen on; loopback by default.
+    #[arg(long, default_value = "127.0.0.1", env = "HEARTH_HOST")]
+    host: String,
+    #[arg(long, default_value_t = 8080, env = "HEARTH_PORT")]
+    port: u16,
+    /// Require `Authorization: Bearer KEY` on every route but /health.
+    #[arg(long, env = "HEARTH_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Allow browser requests from this origin (repeatable); no CORS without it.
+    #[arg(long = "cors-origin")]
+    cors_origin: Vec<String>,
+    /// Sequences generated together in one batch.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    parallel: u16,
+    /// Requests that may wait for a batch slot; more are refused with 429.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    queue: u16,
+    /// Tokens per batched step (decode tokens plus prompt chunks).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u16).range(1..))]
+    batch_tokens: u16,
+    /// Finished sequences whose KV caches are kept for prefix reuse (0 turns reuse off).
+    #[arg(long, default_value_t = 8)]
+    prefix_cache: usize,
+    #[command(flatten)]
+    ledger: LedgerArgs,
+}
+
+pub fn serve(args: ServeArgs) -> Result<()> {
+    let (id, path) = args.model.locate()?;
+    let config = ServeConfig { api_key: args.api_key.clone(), cors_origins: args.cors_origin.clone() };
+    let state = AppState::new(config);
+    let ledger = args.ledger.open()?;
+    let watts_per_core = ledger.prices().local.watts_per_core();
+    let ledger_path = ledger.path().display().to_string();
+    state.set_ledger(Arc::new(ledger));
+    // The providers' tokenizers take a moment to build; do it before the first request needs them.
+    std::thread::spawn(crate::ledger::warm_up);
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let addr = format!("{}:{}", args.host, args.port);
+    let listener = runtime.block_on(tokio::net::TcpListener::bind(&addr)).with_context(|| format!("listening on {addr}"))?;
+    let bound = listener.local_addr().map_or(addr, |a| a.to_string());
+    eprintln!("listening on http://{bound} (model {id} loading; /health answers 503 until it is ready)");
+    eprintln!("cost ledger: {ledger_path} (see `hearth costs`, /v1/ledger and http://{bound}/dashboard)");
+    // Load on another thread so /health can answer while the weights are read.
+    let loading = state.clone();
+    std::thread::spawn(move || match args.model.load_path(&path) {
+        Ok(model) => {
+            let cfg = EngineConfig {
+                max_running: args.parallel as usize,
+                queue: args.queue as usize,
+                step_tokens: args.batch_tokens as usize,
+                prefix_cache: args.prefix_cache,
+                watts_per_core,
+            };
+            loading.set_engine(Engine::start(model, id, cfg));
+            eprintln!("ready");
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    });
+    runtime.block_on(async move {
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    })?;
+    Ok(())
+}
+
+/// Ctrl-C, or SIGTERM (what service managers and `docker stop` send).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
