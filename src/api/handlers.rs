@@ -14,9 +14,10 @@ use crate::engine::{Engine, ModelInfo};
 use super::error::ApiError;
 use super::openai::{ChatRequest, CompletionRequest, DetokenizeRequest, InfillRequest, TokenizeRequest};
 use super::record::Recorder;
-use super::respond::{Kind, Reply};
+use super::respond::Reply;
 use super::stream::{collect, merge, stream};
 use super::validate::{self, Plan};
+use super::wire::{Wire, CHAT, COMPLETIONS, INFILL};
 use super::AppState;
 
 /// A JSON body whose errors come back in OpenAI's shape, naming the offending field.
@@ -53,19 +54,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 pub async fn completions(State(st): State<AppState>, headers: HeaderMap, ApiJson(req): ApiJson<CompletionRequest>) -> Result<Response, ApiError> {
     let engine = st.engine()?;
     let plan = validated(&st, &engine, "/v1/completions", &headers, move |info| validate::completion(req, info)).await?;
-    answer(&st, &engine, Kind::Completion, "/v1/completions", &headers, plan).await
+    answer(&st, &engine, &COMPLETIONS, "/v1/completions", &headers, plan).await
 }
 
 pub async fn chat(State(st): State<AppState>, headers: HeaderMap, ApiJson(req): ApiJson<ChatRequest>) -> Result<Response, ApiError> {
     let engine = st.engine()?;
     let plan = validated(&st, &engine, "/v1/chat/completions", &headers, move |info| validate::chat(req, info)).await?;
-    answer(&st, &engine, Kind::Chat, "/v1/chat/completions", &headers, plan).await
+    answer(&st, &engine, &CHAT, "/v1/chat/completions", &headers, plan).await
 }
 
 pub async fn infill(State(st): State<AppState>, headers: HeaderMap, ApiJson(req): ApiJson<InfillRequest>) -> Result<Response, ApiError> {
     let engine = st.engine()?;
     let plan = validated(&st, &engine, "/infill", &headers, move |info| validate::infill(req, info)).await?;
-    answer(&st, &engine, Kind::Infill, "/infill", &headers, plan).await
+    answer(&st, &engine, &INFILL, "/infill", &headers, plan).await
 }
 
 /// Runs validation (templates, tokenization: possibly slow on big prompts) on a blocking thread.
@@ -87,14 +88,14 @@ async fn validated(
     plan
 }
 
-async fn answer(st: &AppState, engine: &Engine, kind: Kind, endpoint: &'static str, headers: &HeaderMap, plan: Plan) -> Result<Response, ApiError> {
+async fn answer(st: &AppState, engine: &Engine, wire: &'static dyn Wire, endpoint: &'static str, headers: &HeaderMap, plan: Plan) -> Result<Response, ApiError> {
     let recorder = st.ledger().map(|ledger| {
         let mut r = Recorder::new(ledger, endpoint, headers, engine.info());
         r.attach(plan.requests.iter().map(|q| q.meter.clone()).collect(), plan.cloud_prompt.clone());
         r
     });
     let requests = plan.requests.clone();
-    let mut reply = Reply::new(kind, engine.info().id.clone(), plan, engine.info().vocab.clone(), st.metrics(), recorder);
+    let mut reply = Reply::new(wire, engine.info().id.clone(), plan, engine.info().vocab.clone(), st.metrics(), recorder);
     let mut rxs = Vec::with_capacity(requests.len());
     for r in requests {
         match engine.submit(r) {

@@ -12,6 +12,7 @@ mod record;
 mod respond;
 mod stream;
 mod validate;
+mod wire;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,28 +1,20 @@
-//! Turning a request's engine events into answers: the per-choice state both paths share, the
-//! response bodies of each endpoint, usage, logprobs in OpenAI's two shapes, and timing headers.
-//! Streaming lives in `stream.rs`; both read the same events.
+//! The canonical answer to a request: what its engine events have produced so far, per choice,
+//! with usage, cost and timing headers. Every wire format (`wire/`) writes its bodies and stream
+//! frames from this one state; `stream.rs` moves it over HTTP.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use serde_json::{json, Value};
-
 use crate::engine::{Event, FinishReason, SeqStats, TokenLogprob};
+use crate::ledger::Cost;
 use crate::model::Vocab;
 
 use super::metrics::Metrics;
+use super::openai::{PromptTokensDetails, Usage};
 use super::record::Recorder;
-use crate::ledger::Cost;
-use super::openai::{ChatTokenLogprob, ChatTopLogprob, CompletionLogprobs, PromptTokensDetails, Usage};
 use super::validate::Plan;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Completion,
-    Chat,
-    Infill,
-}
+use super::wire::{Delta, Wire};
 
 /// What is known about one choice so far.
 #[derive(Default)]
@@ -40,7 +32,8 @@ pub struct Choice {
 
 /// Everything needed to answer one request.
 pub struct Reply {
-    pub kind: Kind,
+    /// The protocol the answer is written in.
+    pub wire: &'static dyn Wire,
     pub id: String,
     pub created: u64,
     pub model: String,
@@ -58,42 +51,47 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn new(kind: Kind, model: String, plan: Plan, vocab: Arc<Vocab>, metrics: Arc<Metrics>, recorder: Option<Recorder>) -> Self {
-        let prefix = match kind {
-            Kind::Completion => "cmpl",
-            Kind::Chat => "chatcmpl",
-            Kind::Infill => "infill",
-        };
+    pub fn new(wire: &'static dyn Wire, model: String, plan: Plan, vocab: Arc<Vocab>, metrics: Arc<Metrics>, recorder: Option<Recorder>) -> Self {
+        let prefix = wire.id_prefix();
         let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let id = format!("{prefix}-{:016x}", rand::random::<u64>());
         let choices = (0..plan.requests.len() * plan.n).map(|_| Choice::default()).collect();
-        Self { kind, id, created, model, plan, vocab, metrics, choices, recorder, cost: None, started: Instant::now(), first_token: None }
+        Self { wire, id, created, model, plan, vocab, metrics, choices, recorder, cost: None, started: Instant::now(), first_token: None }
     }
 
-    /// Applies one event; returns an error message when the engine failed the choice.
-    pub fn apply(&mut self, index: usize, e: &Event) -> Result<(), String> {
+    /// Applies one event of choice `index`; returns what changed, for the stream, or the
+    /// message of an engine failure.
+    pub fn apply<'e>(&mut self, index: usize, e: &'e Event) -> Result<Delta<'e>, String> {
         let c = &mut self.choices[index];
-        match e {
+        Ok(match e {
             Event::Started { queue, cached_tokens, .. } => {
                 c.queue = *queue;
                 c.cached = *cached_tokens;
+                Delta::Started
             }
-            Event::PromptLogprobs { logprobs, .. } => c.prompt_logprobs = logprobs.clone(),
+            Event::PromptLogprobs { logprobs, .. } => {
+                c.prompt_logprobs = logprobs.clone();
+                Delta::PromptLogprobs
+            }
             Event::Token { text, logprob, .. } => {
                 c.generated += 1;
                 self.first_token.get_or_insert_with(|| self.started.elapsed());
                 c.text.push_str(text);
                 c.logprobs.extend(logprob.clone());
+                Delta::Text { text, logprob: logprob.as_ref() }
             }
-            Event::Tail { text, .. } => c.text.push_str(text),
+            Event::Tail { text, .. } => {
+                c.text.push_str(text);
+                Delta::Text { text, logprob: None }
+            }
             Event::Done { finish, stats, .. } => {
                 self.metrics.generation(stats);
                 c.finish = Some(*finish);
                 c.stats = Some(stats.clone());
+                Delta::Finished(*finish)
             }
             Event::Error { message, .. } => return Err(message.clone()),
-        }
-        Ok(())
+        })
     }
 
     pub fn all_done(&self) -> bool {
@@ -142,127 +140,8 @@ impl Reply {
         &self.plan.prompt_texts[i / self.plan.n]
     }
 
-    /// Completions-style logprobs of the prompt of choice `i` (echo), offsets from 0.
-    pub fn prompt_logprobs(&self, i: usize) -> CompletionLogprobs {
-        let ids = &self.plan.requests[i / self.plan.n].prompt;
-        let lps = &self.choices[i].prompt_logprobs;
-        let tokens: Vec<Option<&TokenLogprob>> = (0..ids.len()).map(|k| lps.get(k).and_then(Option::as_ref)).collect();
-        self.completion_logprobs(&tokens, ids, 0)
-    }
-
+    /// The text of token `id` alone.
     pub fn piece(&self, id: u32) -> String {
         self.vocab.decode(&[id])
-    }
-
-    pub fn finish_str(f: Option<FinishReason>) -> Value {
-        f.map_or(Value::Null, |f| Value::String(f.as_str().to_owned()))
-    }
-
-    /// Completions-style logprobs of `tokens` (with `None` for a token without one), text offsets
-    /// counted in characters from `offset`.
-    pub fn completion_logprobs(&self, tokens: &[Option<&TokenLogprob>], ids: &[u32], mut offset: usize) -> CompletionLogprobs {
-        let mut out = CompletionLogprobs::default();
-        for (lp, &id) in tokens.iter().zip(ids) {
-            let piece = self.piece(id);
-            out.text_offset.push(offset);
-            offset += piece.chars().count();
-            out.tokens.push(piece);
-            out.token_logprobs.push(lp.map(|l| l.logprob));
-            out.top_logprobs.push(lp.map(|l| l.top.iter().map(|&(t, p)| (self.piece(t), p)).collect()));
-        }
-        out
-    }
-
-    pub fn chat_logprobs(&self, tokens: &[TokenLogprob]) -> Vec<ChatTokenLogprob> {
-        tokens
-            .iter()
-            .map(|l| {
-                let token = self.piece(l.token);
-                let top = l.top.iter().map(|&(t, p)| {
-                    let s = self.piece(t);
-                    ChatTopLogprob { bytes: s.as_bytes().to_vec(), token: s, logprob: p }
-                });
-                ChatTokenLogprob { bytes: token.as_bytes().to_vec(), token, logprob: l.logprob, top_logprobs: top.collect() }
-            })
-            .collect()
-    }
-
-    /// The non-streaming body.
-    pub fn body(&self) -> Value {
-        match self.kind {
-            Kind::Completion => self.completion_body(),
-            Kind::Chat => self.chat_body(),
-            Kind::Infill => self.infill_final(self.choices[0].text.clone()),
-        }
-    }
-
-    fn completion_body(&self) -> Value {
-        let choices: Vec<Value> = self
-            .choices
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let text = if self.plan.echo { format!("{}{}", self.prompt_text(i), c.text) } else { c.text.clone() };
-                let logprobs = self.plan.logprobs.map(|_| self.choice_logprobs(i, c));
-                json!({ "index": i, "text": text, "logprobs": logprobs, "finish_reason": Self::finish_str(c.finish) })
-            })
-            .collect();
-        json!({ "id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
-                "choices": choices, "usage": self.usage() })
-    }
-
-    /// Logprobs of choice `i`: the prompt's first when echoed, then the generated tokens.
-    pub fn choice_logprobs(&self, i: usize, c: &Choice) -> CompletionLogprobs {
-        let gen_ids: Vec<u32> = c.logprobs.iter().map(|l| l.token).collect();
-        let gen: Vec<Option<&TokenLogprob>> = c.logprobs.iter().map(Some).collect();
-        if !self.plan.echo {
-            return self.completion_logprobs(&gen, &gen_ids, 0);
-        }
-        let mut out = self.prompt_logprobs(i);
-        let offset = self.prompt_text(i).chars().count();
-        let rest = self.completion_logprobs(&gen, &gen_ids, offset);
-        out.tokens.extend(rest.tokens);
-        out.token_logprobs.extend(rest.token_logprobs);
-        out.top_logprobs.extend(rest.top_logprobs);
-        out.text_offset.extend(rest.text_offset);
-        out
-    }
-
-    fn chat_body(&self) -> Value {
-        let choices: Vec<Value> = self
-            .choices
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let logprobs = self.plan.logprobs.map(|_| json!({ "content": self.chat_logprobs(&c.logprobs) }));
-                json!({ "index": i, "message": { "role": "assistant", "content": c.text }, "logprobs": logprobs,
-                        "finish_reason": Self::finish_str(c.finish) })
-            })
-            .collect();
-        json!({ "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
-                "choices": choices, "usage": self.usage() })
-    }
-
-    /// llama.cpp's final `/infill` object: the content plus counts and timings.
-    pub fn infill_final(&self, content: String) -> Value {
-        let c = &self.choices[0];
-        let s = c.stats.clone().unwrap_or_default();
-        let prompt_ms = s.time_to_first_token.saturating_sub(s.queue).as_secs_f64() * 1e3;
-        let predicted_ms = s.inter_token.iter().sum::<Duration>().as_secs_f64() * 1e3;
-        let stop_type = match c.finish {
-            Some(FinishReason::Stop) => "eos",
-            _ => "limit",
-        };
-        json!({
-            "content": content, "stop": true, "model": self.model, "cost": self.cost,
-            "tokens_predicted": s.generated_tokens, "tokens_evaluated": s.prompt_tokens, "tokens_cached": s.cached_tokens,
-            "stop_type": stop_type, "truncated": false,
-            "timings": {
-                "cache_n": s.cached_tokens,
-                "prompt_n": s.prompt_tokens - s.cached_tokens, "prompt_ms": prompt_ms,
-                "predicted_n": s.generated_tokens, "predicted_ms": predicted_ms,
-                "predicted_per_second": if predicted_ms > 0.0 { s.inter_token.len() as f64 * 1e3 / predicted_ms } else { 0.0 },
-            }
-        })
     }
 }

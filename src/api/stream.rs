@@ -1,5 +1,5 @@
 //! From engine events to HTTP: merging the event channels of a request's prompts, collecting them
-//! into one body, or streaming them as Server-Sent Events that end with `data: [DONE]`. A client
+//! into one body, or streaming them as Server-Sent Events in the reply's wire format. A client
 //! that goes away drops the channels, which cancels its sequences in the engine.
 
 use std::convert::Infallible;
@@ -8,14 +8,14 @@ use axum::response::sse::{Event as Sse, KeepAlive};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream::{self, select_all, BoxStream, StreamExt};
-use serde_json::{json, Value};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 
 use crate::engine::Event;
 use crate::ledger::Outcome;
 
 use super::error::ApiError;
-use super::respond::{Kind, Reply};
+use super::respond::Reply;
+use super::wire::Frame;
 
 /// Events of all prompts of a request, each tagged with its choice index.
 pub type Events = BoxStream<'static, (usize, Event)>;
@@ -49,7 +49,7 @@ pub async fn collect(mut reply: Reply, mut events: Events) -> Result<Response, A
         }
         if reply.all_done() {
             reply.record(reply.outcome()).await;
-            return Ok((reply.headers(true), Json(reply.body())).into_response());
+            return Ok((reply.headers(true), Json(reply.wire.body(&reply))).into_response());
         }
     }
     reply.record(Outcome::Error).await;
@@ -65,11 +65,13 @@ pub async fn stream(mut reply: Reply, mut events: Events) -> Result<Response, Ap
             reply.record(Outcome::Error).await;
             return Err(ApiError::internal("the engine stopped before the request started"));
         };
-        if let Err(message) = reply.apply(i, &e) {
-            reply.record(Outcome::Error).await;
-            return Err(ApiError::internal(message));
+        match reply.apply(i, &e) {
+            Ok(delta) => first.extend(reply.wire.frames(&reply, i, delta)),
+            Err(message) => {
+                reply.record(Outcome::Error).await;
+                return Err(ApiError::internal(message));
+            }
         }
-        first.extend(chunks(&reply, i, &e));
         if matches!(e, Event::Started { .. }) {
             break;
         }
@@ -77,8 +79,9 @@ pub async fn stream(mut reply: Reply, mut events: Events) -> Result<Response, Ap
     let headers = reply.headers(false);
     let (tx, rx) = mpsc::channel::<Sse>(64);
     tokio::spawn(async move {
-        for chunk in first {
-            if tx.send(Sse::default().data(chunk.to_string())).await.is_err() {
+        let wire = reply.wire;
+        for frame in first {
+            if tx.send(sse(frame)).await.is_err() {
                 return;
             }
         }
@@ -89,17 +92,19 @@ pub async fn stream(mut reply: Reply, mut events: Events) -> Result<Response, Ap
             };
             let Some((i, e)) = next else {
                 reply.record(Outcome::Error).await;
-                let _ = tx.send(error_event("the engine stopped before the request finished")).await;
+                let _ = tx.send(sse(wire.error_frame(&ApiError::internal("the engine stopped before the request finished")))).await;
                 return;
             };
-            if let Err(message) = reply.apply(i, &e) {
-                reply.record(Outcome::Error).await;
-                tracing::error!("engine error while streaming: {message}");
-                let _ = tx.send(error_event("the server failed to complete the request; see its log")).await;
-                return;
-            }
-            for chunk in chunks(&reply, i, &e) {
-                if tx.send(Sse::default().data(chunk.to_string())).await.is_err() {
+            let delta = match reply.apply(i, &e) {
+                Ok(delta) => delta,
+                Err(message) => {
+                    reply.record(Outcome::Error).await;
+                    let _ = tx.send(sse(wire.error_frame(&ApiError::internal(format!("engine error while streaming: {message}"))))).await;
+                    return;
+                }
+            };
+            for frame in wire.frames(&reply, i, delta) {
+                if tx.send(sse(frame)).await.is_err() {
                     return;
                 }
             }
@@ -109,72 +114,18 @@ pub async fn stream(mut reply: Reply, mut events: Events) -> Result<Response, Ap
         }
         // Committed before the client hears the request is over.
         reply.record(reply.outcome()).await;
-        if reply.plan.include_usage && reply.kind != Kind::Infill {
-            let usage = json!({ "id": reply.id, "object": object(reply.kind), "created": reply.created, "model": reply.model,
-                                "choices": [], "usage": reply.usage() });
-            let _ = tx.send(Sse::default().data(usage.to_string())).await;
-        }
-        if reply.kind != Kind::Infill {
-            let _ = tx.send(Sse::default().data("[DONE]")).await;
+        for frame in wire.end(&reply) {
+            let _ = tx.send(sse(frame)).await;
         }
     });
     let body = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx)) });
     Ok((headers, axum::response::Sse::new(body).keep_alive(KeepAlive::default())).into_response())
 }
 
-fn error_event(message: &str) -> Sse {
-    let body = json!({ "error": { "message": message, "type": "server_error", "param": null, "code": null } });
-    Sse::default().data(body.to_string())
-}
-
-fn object(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Chat => "chat.completion.chunk",
-        _ => "text_completion",
-    }
-}
-
-/// The SSE chunks that event `e` of choice `i` produces, after it was applied to `reply`.
-fn chunks(reply: &Reply, i: usize, e: &Event) -> Vec<Value> {
-    let c = &reply.choices[i];
-    let base = |choice: Value| {
-        json!({ "id": reply.id, "object": object(reply.kind), "created": reply.created, "model": reply.model, "choices": [choice] })
-    };
-    match (reply.kind, e) {
-        (Kind::Completion, Event::Started { .. }) if reply.plan.echo && reply.plan.logprobs.is_none() => {
-            vec![base(json!({ "index": i, "text": reply.prompt_text(i), "logprobs": null, "finish_reason": null }))]
-        }
-        (Kind::Completion, Event::PromptLogprobs { .. }) => {
-            let lp = reply.prompt_logprobs(i);
-            vec![base(json!({ "index": i, "text": reply.prompt_text(i), "logprobs": lp, "finish_reason": null }))]
-        }
-        (Kind::Completion, Event::Token { text, logprob, .. }) if !text.is_empty() || logprob.is_some() => {
-            let mut offset = c.text.chars().count() - text.chars().count();
-            if reply.plan.echo {
-                offset += reply.prompt_text(i).chars().count();
-            }
-            let lp = logprob.as_ref().map(|l| reply.completion_logprobs(&[Some(l)], &[l.token], offset));
-            vec![base(json!({ "index": i, "text": text, "logprobs": lp, "finish_reason": null }))]
-        }
-        (Kind::Completion, Event::Tail { text, .. }) => vec![base(json!({ "index": i, "text": text, "logprobs": null, "finish_reason": null }))],
-        (Kind::Completion, Event::Done { finish, .. }) => {
-            vec![base(json!({ "index": i, "text": "", "logprobs": null, "finish_reason": Reply::finish_str(Some(*finish)) }))]
-        }
-        (Kind::Chat, Event::Started { .. }) => {
-            vec![base(json!({ "index": i, "delta": { "role": "assistant", "content": "" }, "logprobs": null, "finish_reason": null }))]
-        }
-        (Kind::Chat, Event::Token { text, logprob, .. }) if !text.is_empty() || logprob.is_some() => {
-            let lp = logprob.as_ref().map(|l| json!({ "content": reply.chat_logprobs(std::slice::from_ref(l)) }));
-            vec![base(json!({ "index": i, "delta": { "content": text }, "logprobs": lp, "finish_reason": null }))]
-        }
-        (Kind::Chat, Event::Tail { text, .. }) => vec![base(json!({ "index": i, "delta": { "content": text }, "logprobs": null, "finish_reason": null }))],
-        (Kind::Chat, Event::Done { finish, .. }) => {
-            vec![base(json!({ "index": i, "delta": {}, "logprobs": null, "finish_reason": Reply::finish_str(Some(*finish)) }))]
-        }
-        (Kind::Infill, Event::Token { text, .. } | Event::Tail { text, .. }) if !text.is_empty() => {
-            vec![json!({ "content": text, "stop": false, "index": 0 })]
-        }
-        (Kind::Infill, Event::Done { .. }) => vec![reply.infill_final(String::new())],
-        _ => Vec::new(),
+/// A frame as a Server-Sent Event.
+fn sse(frame: Frame) -> Sse {
+    match frame {
+        Frame::Json(v) => Sse::default().data(v.to_string()),
+        Frame::Done => Sse::default().data("[DONE]"),
     }
 }
