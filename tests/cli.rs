@@ -1,8 +1,18 @@
-//! The `hearth` binary as a user runs it: streaming, timing, errors, listing, and the hf-hub cache.
+//! The `hearth` binary as a user runs it: timing, errors, listing, the hf-hub cache and `serve`,
+//! on a small synthetic model (no download). What `hearth run` writes with the real SmolLM2 is
+//! in `smollm2_end_to_end.rs`.
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::Command;
+
+/// The synthetic chat model, written into `dir`.
+fn synth_model(dir: &tempfile::TempDir) -> PathBuf {
+    let path = dir.path().join("synth-chat.gguf");
+    common::server::write_synth_chat(&path);
+    path
+}
 
 /// Runs the binary with extra environment variables: (success, stdout, stderr).
 fn hearth_env(args: &[&str], env: &[(&str, &std::path::Path)]) -> (bool, String, String) {
@@ -20,43 +30,54 @@ fn hearth(args: &[&str]) -> (bool, String, String) {
 }
 
 #[test]
-fn run_streams_text_and_reports_speed() {
-    common::model_path("smollm2-135m-instruct-q4_1");
-    let (ok, out, err) = hearth(&["run", "--temperature", "0", "--max-tokens", "12", "The capital of France is"]);
-    assert!(ok, "{err}");
-    assert!(out.contains("Paris"), "{out}");
-    assert!(err.contains("tok/s") && err.contains("generation: 12 tokens"), "{err}");
-    let args = ["run", "--chat", "--seed", "11", "--temperature", "0.9", "--max-tokens", "16", "Tell me a story."];
-    assert_eq!(hearth(&args).1, hearth(&args).1, "same seed, same text");
-}
-
-#[test]
 fn speed_measures_parallel_generation() {
-    common::model_path("smollm2-135m-instruct-q4_1");
-    let (ok, out, err) = hearth(&["speed", "-p", "0", "-n", "8", "-r", "1", "--parallel", "3", "--json"]);
+    let dir = tempfile::tempdir().unwrap();
+    let model = synth_model(&dir);
+    let m = model.to_str().unwrap();
+    let (ok, out, err) = hearth(&["speed", "-m", m, "-p", "0", "-n", "8", "-r", "1", "--parallel", "3", "--json"]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["parallel"], 3, "{v}");
     assert!(v["tg_tps"].as_f64().unwrap() > 0.0 && v["pp_tps"].as_f64() == Some(0.0), "{v}");
-    let (ok, out, err) = hearth(&["speed", "-p", "0", "-n", "4", "-r", "1", "--parallel", "2"]);
+    let (ok, out, err) = hearth(&["speed", "-m", m, "-p", "0", "-n", "4", "-r", "1", "--parallel", "2"]);
     assert!(ok && out.contains("tg4 x 2 sequences:") && out.contains("tok/s in all"), "{out}{err}");
-    let (ok, _, err) = hearth(&["speed", "--parallel", "0"]);
+    let (ok, _, err) = hearth(&["speed", "-m", m, "--parallel", "0"]);
     assert!(!ok && err.contains("--parallel"), "{err}");
+    let (ok, _, err) = hearth(&["speed", "-m", m, "-p", "9000"]);
+    assert!(!ok && err.contains("context of 8192 tokens"), "{err}");
+}
+
+#[test]
+fn run_reports_speed_and_a_seed_reproduces_its_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = synth_model(&dir);
+    let m = model.to_str().unwrap();
+    let (ok, _, err) = hearth(&["run", "-m", m, "--temperature", "0", "--max-tokens", "12", "The capital of France is"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("loaded synthetic llama") && err.contains("tok/s") && err.contains("generation: "), "{err}");
+    let args = ["run", "-m", m, "--chat", "--seed", "11", "--temperature", "0.9", "--max-tokens", "16", "Tell me a story."];
+    let (first, second, other) = (hearth(&args), hearth(&args), hearth(&[&args[..5], &["12"], &args[6..]].concat()));
+    assert!(first.0, "{}", first.2);
+    assert_eq!(first.1, second.1, "same seed, same text");
+    assert_ne!(first.1, other.1, "another seed, other text");
 }
 
 #[test]
 fn bad_input_gives_clear_errors() {
-    let (ok, _, err) = hearth(&["run", "--device", "cuda", "hi"]);
+    let dir = tempfile::tempdir().unwrap();
+    let model = synth_model(&dir);
+    let m = model.to_str().unwrap();
+    let (ok, _, err) = hearth(&["run", "-m", m, "--device", "cuda", "hi"]);
     assert!(!ok && err.contains("CUDA was not compiled"), "{err}");
-    let (ok, _, err) = hearth(&["run", "--device", "tpu", "hi"]);
+    let (ok, _, err) = hearth(&["run", "-m", m, "--device", "tpu", "hi"]);
     assert!(!ok && err.contains("unknown device"), "{err}");
     let (ok, _, err) = hearth(&["run", "-m", "no-such-model", "hi"]);
     assert!(!ok && err.contains("unknown model \"no-such-model\"") && err.contains("smollm2-135m-instruct-q4_1"), "{err}");
     let (ok, _, err) = hearth(&["run", "-m", "/nonexistent/x.gguf", "hi"]);
     assert!(!ok && err.contains("no such file"), "{err}");
-    let (ok, _, err) = hearth(&["run", "--temperature", "5", "hi"]);
+    let (ok, _, err) = hearth(&["run", "-m", m, "--temperature", "5", "hi"]);
     assert!(!ok && err.contains("--temperature must be between 0 and 2, got 5"), "{err}");
-    let (ok, _, err) = hearth(&["run", "--repeat-penalty", "0", "hi"]);
+    let (ok, _, err) = hearth(&["run", "-m", m, "--repeat-penalty", "0", "hi"]);
     assert!(!ok && err.contains("--repeat-penalty must be in (0, 10], got 0"), "{err}");
     let (ok, _, err) = hearth(&["pull", "hf:only-owner"]);
     assert!(!ok && err.contains("bad hf reference"), "{err}");
@@ -102,11 +123,13 @@ fn hf_references_resolve_from_the_hf_hub_cache() {
 #[test]
 fn serve_answers_over_http_and_stops_on_sigterm() {
     use std::io::{BufRead, BufReader};
-    common::model_path("smollm2-135m-instruct-q4_1");
     let dir = tempfile::tempdir().unwrap();
+    let model = synth_model(&dir);
     let ledger = dir.path().join("ledger.sqlite");
     let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args(["serve", "--port", "0", "--ledger"])
+        .args(["serve", "--port", "0", "-m"])
+        .arg(&model)
+        .arg("--ledger")
         .arg(&ledger)
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -125,7 +148,7 @@ fn serve_answers_over_http_and_stops_on_sigterm() {
     let mut answer = String::new();
     std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(answer.contains("\"text_completion\""), "{answer}");
+    assert!(answer.contains("\"text_completion\"") && answer.contains("\"model\":\"synth-chat\""), "{answer}");
     // SIGTERM ends it cleanly.
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());

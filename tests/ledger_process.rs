@@ -1,6 +1,7 @@
 //! The ledger through the `hearth` binary: a server killed with SIGKILL under load loses no
 //! request it had answered and leaves a sound file; `hearth costs` reads it back; bad price
-//! files and unusable ledger paths stop `serve` at startup naming the file.
+//! files and unusable ledger paths stop `serve` at startup naming the file. The server serves a
+//! small synthetic model (no download).
 
 mod common;
 
@@ -14,9 +15,17 @@ fn hearth() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hearth"))
 }
 
-/// Starts `hearth serve` on a free port with `ledger`; returns the child and its address once ready.
-fn serve(ledger: &std::path::Path) -> (Child, String) {
-    let mut child = hearth().args(["serve", "--port", "0", "--ledger"]).arg(ledger).stderr(Stdio::piped()).spawn().unwrap();
+/// Writes the synthetic chat model into `dir`; `hearth serve` names it `synth-chat`.
+fn synth_model(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let path = dir.path().join("synth-chat.gguf");
+    common::server::write_synth_chat(&path);
+    path
+}
+
+/// Starts `hearth serve` on a free port with `model` and `ledger`; returns the child and its
+/// address once ready.
+fn serve(model: &std::path::Path, ledger: &std::path::Path) -> (Child, String) {
+    let mut child = hearth().args(["serve", "--port", "0", "-m"]).arg(model).arg("--ledger").arg(ledger).stderr(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     let url = first.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("no address in {first:?}"));
@@ -46,10 +55,10 @@ fn complete(addr: &str, prompt: &str) -> Option<String> {
 
 #[test]
 fn sigkill_under_load_loses_no_answered_request() {
-    common::model_path("smollm2-135m-instruct-q4_1");
     let dir = tempfile::tempdir().unwrap();
+    let model = synth_model(&dir);
     let ledger = dir.path().join("ledger.sqlite");
-    let (mut child, addr) = serve(&ledger);
+    let (mut child, addr) = serve(&model, &ledger);
     let answered = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..3)
@@ -88,7 +97,7 @@ fn sigkill_under_load_loses_no_answered_request() {
     drop(db);
 
     // A restarted server opens the same file and adds to it; `hearth costs` reads it all back.
-    let (mut child, addr) = serve(&ledger);
+    let (mut child, addr) = serve(&model, &ledger);
     assert!(complete(&addr, "After the restart:").is_some());
     child.kill().unwrap();
     child.wait().unwrap();
@@ -98,23 +107,23 @@ fn sigkill_under_load_loses_no_answered_request() {
     assert!(summary["total"]["requests"].as_u64().unwrap() > answered.len() as u64, "{summary}");
     let table = hearth().args(["costs", "--by", "model", "--since", "1h", "--ledger"]).arg(&ledger).output().unwrap();
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(text.contains("smollm2-135m-instruct-q4_1") && text.contains("saved vs gpt-4.1-mini"), "{text}");
+    assert!(text.contains("synth-chat") && text.contains("saved vs gpt-4.1-mini"), "{text}");
 }
 
 #[test]
 fn startup_errors_name_the_price_file_or_ledger_path() {
-    common::model_path("smollm2-135m-instruct-q4_1");
     let dir = tempfile::tempdir().unwrap();
+    let model = synth_model(&dir);
     let prices = dir.path().join("team-prices.toml");
     std::fs::write(&prices, "[[model]]\nid = \"x\"\ninput = \"cheap\"\n").unwrap();
     let ledger = dir.path().join("ledger.sqlite");
-    let out = hearth().args(["serve", "--port", "0", "--prices"]).arg(&prices).arg("--ledger").arg(&ledger).output().unwrap();
+    let out = hearth().args(["serve", "--port", "0", "-m"]).arg(&model).arg("--prices").arg(&prices).arg("--ledger").arg(&ledger).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("team-prices.toml"), "{err}");
 
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, "x").unwrap();
-    let out = hearth().args(["serve", "--port", "0", "--ledger"]).arg(file.join("ledger.sqlite")).output().unwrap();
+    let out = hearth().args(["serve", "--port", "0", "-m"]).arg(&model).arg("--ledger").arg(file.join("ledger.sqlite")).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("not-a-dir"), "{err}");
 

@@ -10,7 +10,9 @@ use hearth::api::{router, AppState, ServeConfig};
 use hearth::engine::{Engine, EngineConfig};
 use hearth::ledger::{Ledger, PriceTable};
 use hearth::model::Model;
-use serde_json::Value;
+use serde_json::{json, Value};
+
+use super::synth::Synth;
 
 pub struct Server {
     pub url: String,
@@ -24,11 +26,15 @@ pub struct Server {
 impl Server {
     /// Loads `path` and serves it on 127.0.0.1 on a free port, on the current tokio runtime.
     pub async fn start(path: &Path, id: &str, engine: EngineConfig, config: ServeConfig) -> Server {
+        Self::start_in(tempfile::tempdir().unwrap(), path, id, engine, config).await
+    }
+
+    /// As [`Server::start`], keeping `dir` (which holds the ledger, and may hold the model) alive.
+    async fn start_in(dir: tempfile::TempDir, path: &Path, id: &str, engine: EngineConfig, config: ServeConfig) -> Server {
         hearth::model::device::pin_thread_count();
         let model = Model::load(path, &Device::Cpu).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
         let engine = Engine::start(model, id.to_owned(), engine);
         let state = AppState::with_engine(config, engine.clone());
-        let dir = tempfile::tempdir().unwrap();
         let ledger = Arc::new(Ledger::open(&dir.path().join("ledger.sqlite"), PriceTable::built_in()).unwrap());
         state.set_ledger(ledger.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -36,6 +42,24 @@ impl Server {
         tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
         let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
         Server { url, client, engine, ledger, _dir: dir }
+    }
+
+    /// The synthetic chat model (see [`write_synth_chat`]): no download, starts in well under a
+    /// second, for every test whose assertions do not depend on what a real model writes.
+    pub async fn synth() -> Server {
+        Self::synth_with(EngineConfig::default(), ServeConfig::default()).await
+    }
+
+    /// The synthetic model without prefix reuse (see [`Server::smollm2_fresh`] for why).
+    pub async fn synth_fresh() -> Server {
+        Self::synth_with(EngineConfig { prefix_cache: 0, ..EngineConfig::default() }, ServeConfig::default()).await
+    }
+
+    pub async fn synth_with(engine: EngineConfig, config: ServeConfig) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("{SYNTH}.gguf"));
+        write_synth_chat(&path);
+        Self::start_in(dir, &path, SYNTH, engine, config).await
     }
 
     pub async fn smollm2() -> Server {
@@ -95,6 +119,49 @@ impl Server {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("metric {name} not found in:\n{text}"))
     }
+}
+
+/// The id the synthetic chat model is served under.
+pub const SYNTH: &str = "synth-chat";
+/// Its context length: SmolLM2's, so that limits and their messages are the real ones.
+pub const SYNTH_CONTEXT: usize = 8192;
+/// Its `<|endoftext|>` (also EOS) and `<|im_end|>`: the tokens that end a generation.
+pub const SYNTH_EOG: [u32; 2] = [256, 258];
+/// Its vocabulary size: 256 bytes and 3 special tokens.
+pub const SYNTH_VOCAB: u32 = 259;
+
+/// SmolLM2's chat template (ChatML), as its GGUF file carries it.
+const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}\
+{{ '<|im_start|>system\\nYou are a helpful AI assistant.<|im_end|>\\n' }}{% endif %}\
+{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}\
+{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/// Writes the synthetic chat model: a llama-architecture file with random weights (2 layers,
+/// 256 wide), a byte-level vocabulary (token `b` is byte `b`, no merges) followed by
+/// `<|endoftext|>` (256), `<|im_start|>` (257) and `<|im_end|>` (258), a ChatML chat template in
+/// its metadata, no fill-in-the-middle tokens, and an 8192-token context. Its text is noise, but
+/// tokenization, chat templating, limits, sampling and the engine are the real ones.
+pub fn write_synth_chat(path: &Path) {
+    let s = Synth {
+        context: SYNTH_CONTEXT,
+        specials: vec!["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        chat_template: Some(CHATML),
+        ..Synth::new("llama")
+    };
+    super::synth::write(path, &s);
+}
+
+/// `logit_bias` that bans the synthetic model's end-of-generation tokens, so that every request
+/// runs to its `max_tokens`.
+pub fn synth_no_eog() -> Value {
+    Value::Object(SYNTH_EOG.iter().map(|t| (t.to_string(), json!(-100))).collect())
+}
+
+/// `logit_bias` that bans every token but printable ASCII and `\n` (the special tokens included),
+/// so that each generated token is one whole character and a request runs to its `max_tokens`.
+pub fn synth_ascii() -> Value {
+    let banned = (0u32..32).filter(|&b| b != b'\n' as u32).chain(127..SYNTH_VOCAB);
+    Value::Object(banned.map(|t| (t.to_string(), json!(-100))).collect())
 }
 
 /// Checks OpenAI's error shape and returns the error object.

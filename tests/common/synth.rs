@@ -27,6 +27,8 @@ pub struct Synth {
     pub seed: u64,
     /// Extra control tokens appended after the byte tokens (e.g. FIM tokens).
     pub specials: Vec<&'static str>,
+    /// Written as `tokenizer.chat_template` when set (otherwise hearth uses the architecture's).
+    pub chat_template: Option<&'static str>,
 }
 
 impl Synth {
@@ -45,6 +47,7 @@ impl Synth {
             tied_output: false,
             seed: 7,
             specials: vec!["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<pad1>", "<pad2>"],
+            chat_template: None,
         }
     }
 
@@ -169,6 +172,9 @@ pub fn write(path: &Path, s: &Synth) {
     md.push(("tokenizer.ggml.eos_token_id".into(), u(256)));
     md.push(("tokenizer.ggml.bos_token_id".into(), u(256)));
     md.push(("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)));
+    if let Some(t) = s.chat_template {
+        md.push(("tokenizer.chat_template".into(), Value::String(t.into())));
+    }
 
     let mut f = std::fs::File::create(path).unwrap();
     let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
