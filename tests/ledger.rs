@@ -3,14 +3,14 @@
 
 use std::path::Path;
 
-use hearth::ledger::{Billed, EnergyMethod, Entry, Filter, GroupBy, Ledger, LedgerError, Outcome, PriceTable, PromptText};
+use hearth::ledger::{Billed, Filter, GroupBy, Ledger, LedgerError, Outcome, PriceTable, PromptText, Record};
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-12 + 1e-9 * b.abs()
 }
 
-fn entry(id: &str, model: &str, prompt: u64, cached: u64, generated: u64) -> Entry {
-    Entry {
+fn entry(id: &str, model: &str, prompt: u64, cached: u64, generated: u64) -> Record {
+    Record {
         id: id.into(),
         endpoint: "/v1/completions".into(),
         model: model.into(),
@@ -25,11 +25,9 @@ fn entry(id: &str, model: &str, prompt: u64, cached: u64, generated: u64) -> Ent
         ttft_ms: Some(20.0),
         total_ms: 100.0,
         energy_j: 3.6e6,
-        energy_method: EnergyMethod::Estimate,
+        energy_method: "estimate".into(),
         busy_s: 3600.0,
         api_key_hash: None,
-        prompt_text: None,
-        completion_text: String::new(),
     }
 }
 
@@ -62,7 +60,7 @@ fn cny_prices_convert_at_the_stated_rate() {
     assert!(close(p.to_display("CNY"), 0.14));
     let tmp = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(&tmp.path().join("l.sqlite"), p).unwrap();
-    let cost = ledger.record(entry("a", "m", 1_000_000, 500_000, 1_000_000)).unwrap();
+    let cost = ledger.record(entry("a", "m", 1_000_000, 500_000, 1_000_000), None, "").unwrap();
     let hy = cost.cloud.iter().find(|c| c.model == "hunyuan-2.0").unwrap();
     assert_eq!(hy.currency, "CNY");
     let conv = hy.converted.as_ref().unwrap();
@@ -78,9 +76,11 @@ fn local_cost_is_energy_plus_amortized_hardware() {
     assert!(close(electricity, 0.20));
     assert!(close(hardware, 1000.0 / 26280.0));
     assert!(close(p.local.watts_per_core(), 65.0 / 8.0));
+    // The engine's default estimate assumes the same machine as the built-in table.
+    assert!(close(p.local.watts_per_core(), hearth::energy::DEFAULT_WATTS_PER_CORE));
     let tmp = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(&tmp.path().join("l.sqlite"), p).unwrap();
-    let cost = ledger.record(entry("a", "m", 1000, 0, 1000)).unwrap();
+    let cost = ledger.record(entry("a", "m", 1000, 0, 1000), None, "").unwrap();
     assert!(close(cost.local.amount, 0.20 + 1000.0 / 26280.0));
     assert_eq!(cost.local.energy_method, "estimate");
     let first = &cost.cloud[0];
@@ -93,10 +93,8 @@ fn local_cost_is_energy_plus_amortized_hardware() {
 fn openai_comparators_recount_with_their_tokenizer() {
     let tmp = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(&tmp.path().join("l.sqlite"), PriceTable::built_in()).unwrap();
-    let mut e = entry("r", "m", 10, 5, 7);
-    e.prompt_text = Some(PromptText::Chat(vec![("user".into(), "hello world".into())]));
-    e.completion_text = "hello world".into();
-    ledger.record(e).unwrap();
+    let prompt = PromptText::Chat(vec![("user".into(), "hello world".into())]);
+    ledger.record(entry("r", "m", 10, 5, 7), Some(&prompt), "hello world").unwrap();
     let row = ledger.row("r").unwrap().unwrap();
     let gpt = row.cloud.iter().find(|c| c.comparator == "gpt-4o-mini").unwrap();
     // 3 framing + "user" + "hello world" + 3 priming; cached scaled from 5 of 10 to 5 of 9.
@@ -183,13 +181,13 @@ fn rows_filters_and_summaries_read_back_what_was_written() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("deep/dir/ledger.sqlite");
     let ledger = Ledger::open(&path, PriceTable::built_in()).unwrap();
-    ledger.record(entry("1", "a", 100, 0, 10)).unwrap();
-    ledger.record(entry("2", "b", 200, 50, 20)).unwrap();
+    ledger.record(entry("1", "a", 100, 0, 10), None, "").unwrap();
+    ledger.record(entry("2", "b", 200, 50, 20), None, "").unwrap();
     let mut cancelled = entry("3", "a", 300, 0, 0);
     cancelled.outcome = Outcome::Cancelled;
     cancelled.finish_reason = None;
-    ledger.record(cancelled).unwrap();
-    assert!(ledger.record(entry("1", "a", 1, 1, 1)).is_err(), "ids are unique");
+    ledger.record(cancelled, None, "").unwrap();
+    assert!(ledger.record(entry("1", "a", 1, 1, 1), None, "").is_err(), "ids are unique");
     drop(ledger);
     // Reopening runs no migration twice and keeps the rows.
     let ledger = Ledger::open(&path, PriceTable::built_in()).unwrap();
@@ -197,14 +195,14 @@ fn rows_filters_and_summaries_read_back_what_was_written() {
     assert_eq!(total, 3);
     assert_eq!(rows.len(), 2);
     let (a, n) = ledger.rows(&Filter { model: Some("a".into()), ..Filter::default() }, 10, 0).unwrap();
-    assert_eq!((n, a.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>()), (2, vec!["cancelled", "ok"]));
+    assert_eq!((n, a.iter().map(|r| r.record.outcome.as_str()).collect::<Vec<_>>()), (2, vec!["cancelled", "ok"]));
     let future = Filter { since_ms: Some(chrono::Utc::now().timestamp_millis() + 60_000), ..Filter::default() };
     assert_eq!(ledger.rows(&future, 10, 0).unwrap().1, 0);
     let by_model = ledger.summary(&Filter::default(), GroupBy::Model).unwrap();
     let keys: Vec<&str> = by_model.groups.iter().map(|g| g.key.as_str()).collect();
     assert_eq!(keys, ["a", "b"]);
-    assert_eq!((by_model.groups[0].requests, by_model.groups[0].prompt_tokens, by_model.groups[0].generated_tokens), (2, 400, 10));
-    assert_eq!((by_model.total.requests, by_model.total.cached_tokens), (3, 50));
+    assert_eq!((by_model.groups[0].totals.requests, by_model.groups[0].totals.prompt_tokens, by_model.groups[0].totals.generated_tokens), (2, 400, 10));
+    assert_eq!((by_model.total.totals.requests, by_model.total.totals.cached_tokens), (3, 50));
     let vs = by_model.vs.clone().unwrap();
     let cloud_total: f64 = by_model.groups.iter().map(|g| g.cloud[0].amount).sum();
     assert_eq!(by_model.total.cloud[0].model, vs);

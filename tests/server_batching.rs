@@ -31,32 +31,8 @@ async fn wait_for(s: &Server, metric: &str, want: f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_share_steps_and_keep_their_own_text() {
     let s = Server::synth_fresh().await;
-    let prompts = ["The capital of Italy is", "def add(a, b):", "Roses are red,", "1, 2, 3, 4,"];
-    const N: usize = 24;
-    let body = |p: &str| json!({ "prompt": p, "max_tokens": N, "temperature": 0, "logit_bias": synth_no_eog() });
-    let mut alone = Vec::new();
-    let t = Instant::now();
-    for p in prompts {
-        let (st, _, v) = s.post("/v1/completions", &body(p)).await;
-        assert_eq!(st, 200, "{v}");
-        assert_eq!(v["usage"]["completion_tokens"], N);
-        alone.push(v["choices"][0]["text"].as_str().unwrap().to_owned());
-    }
-    let serial = t.elapsed();
-    let steps_before = s.metric("hearth_engine_steps_total").await;
-    let t = Instant::now();
-    let bodies: Vec<Value> = prompts.iter().map(|p| body(p)).collect();
-    let together = futures_util::future::join_all(bodies.iter().map(|b| s.post("/v1/completions", b))).await;
-    let concurrent = t.elapsed();
-    let steps = s.metric("hearth_engine_steps_total").await - steps_before;
-    for (i, (st, _, v)) in together.iter().enumerate() {
-        assert_eq!(*st, 200);
-        assert_eq!(v["choices"][0]["text"].as_str().unwrap(), alone[i], "request {i} changed when batched");
-    }
-    // One at a time would take 4 × 24 steps; batched, they share steps.
-    assert!(steps < (2 * N) as f64, "{steps} steps for 4 concurrent requests of {N} tokens");
+    s.batched_equals_alone(24, synth_no_eog()).await;
     assert!(s.metric("hearth_engine_step_sequences_total").await > s.metric("hearth_engine_steps_total").await);
-    eprintln!("4 requests one after another: {serial:?}; together: {concurrent:?} in {steps} steps");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

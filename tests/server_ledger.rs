@@ -151,6 +151,11 @@ async fn ledger_endpoints_list_filter_and_sum_the_rows() {
     let page: Value = serde_json::from_str(&text).unwrap();
     assert_eq!((page["total"].as_u64(), page["data"].as_array().unwrap().len(), page["has_more"].as_bool()), (Some(3), 2, Some(true)));
     assert_eq!(page["data"][0]["cloud"].as_array().unwrap().len(), 10);
+    // One flat object per row: the record's fields, its price and its cloud equivalents.
+    let row = &page["data"][0];
+    assert!(row["id"].is_string() && row["time_ms"].as_i64().unwrap() > 0 && row["local_cost"].as_f64().unwrap() > 0.0, "{row}");
+    assert!(["ok", "stopped"].contains(&row["outcome"].as_str().unwrap()) && row["endpoint"] == "/v1/completions", "{row}");
+    assert!(row["cloud"].as_array().unwrap().iter().any(|c| c["comparator"] == "gpt-4.1-mini" && c["amount"].as_f64().unwrap() > 0.0), "{row}");
     let (_, text) = s.get(&format!("/v1/ledger?offset=2&since=1h&model={SYNTH}")).await;
     let rest: Value = serde_json::from_str(&text).unwrap();
     assert_eq!((rest["data"].as_array().unwrap().len(), rest["has_more"].as_bool()), (1, Some(false)));

@@ -134,7 +134,7 @@ pub fn page(days: &Summary, models: &Summary) -> String {
         })
         .collect();
     let day_keys: Vec<String> = days.groups.iter().map(|g| g.key.clone()).collect();
-    let requests: Vec<f64> = days.groups.iter().map(|g| g.requests as f64).collect();
+    let requests: Vec<f64> = days.groups.iter().map(|g| g.totals.requests as f64).collect();
     let model_keys: Vec<String> = models.groups.iter().map(|g| g.key.clone()).collect();
     let local: Vec<f64> = models.groups.iter().map(|g| g.local).collect();
     let cloud: Vec<f64> = models.groups.iter().map(|g| g.cloud.first().map_or(0.0, |c| c.amount)).collect();
@@ -152,11 +152,11 @@ h1{{font-size:20px}}h2{{font-size:15px;margin:4px 0 8px}}.k{{font-size:22px;font
 Amounts in {cur}{rates}.</p>"##,
         amount(t.saved),
         esc(vs),
-        t.requests,
-        t.prompt_tokens,
-        t.cached_tokens,
-        t.generated_tokens,
-        energy(t.energy_j),
+        t.totals.requests,
+        t.totals.prompt_tokens,
+        t.totals.cached_tokens,
+        t.totals.generated_tokens,
+        energy(t.totals.energy_j),
         amount(t.local),
     );
     let _ = write!(out, r##"<section id="cumulative"><h2>Cumulative savings against {} ({cur})</h2>{}</section>"##, esc(vs), line("cumulative savings", &cumulative, SAVED));

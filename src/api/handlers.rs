@@ -13,7 +13,7 @@ use crate::engine::{Engine, ModelInfo};
 
 use super::error::ApiError;
 use super::openai::{ChatRequest, CompletionRequest, DetokenizeRequest, InfillRequest, TokenizeRequest};
-use super::record::Recorder;
+use super::recorder::Recorder;
 use super::respond::Reply;
 use super::stream::{collect, merge, stream};
 use super::validate::{self, Plan};

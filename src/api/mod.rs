@@ -5,10 +5,10 @@
 mod dashboard;
 mod error;
 mod handlers;
-mod ledger;
 mod metrics;
 pub mod openai;
-mod record;
+mod recorder;
+mod reports;
 mod respond;
 mod stream;
 mod validate;
@@ -109,9 +109,9 @@ pub fn router(state: AppState) -> Router {
         .route("/detokenize", post(handlers::detokenize))
         .route("/health", get(handlers::health))
         .route("/metrics", get(handlers::metrics))
-        .route("/v1/ledger", get(ledger::rows))
-        .route("/v1/ledger/summary", get(ledger::summary))
-        .route("/dashboard", get(ledger::dashboard))
+        .route("/v1/ledger", get(reports::rows))
+        .route("/v1/ledger/summary", get(reports::summary))
+        .route("/dashboard", get(reports::dashboard))
         .fallback(|req: Request| async move { ApiError::not_found(req.uri().path()) })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -12,7 +12,7 @@ use crate::model::Vocab;
 
 use super::metrics::Metrics;
 use super::openai::{PromptTokensDetails, Usage};
-use super::record::Recorder;
+use super::recorder::Recorder;
 use super::validate::Plan;
 use super::wire::{Delta, Wire};
 

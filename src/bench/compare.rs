@@ -51,7 +51,7 @@ pub struct Settings {
 
 /// Local cost of 1M generated tokens at the measured speed, in the display currency.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct LocalCost {
+pub struct CostPerMillion {
     pub busy_hours: f64,
     pub energy_kwh: f64,
     pub electricity: f64,
@@ -69,7 +69,7 @@ pub struct Variant {
     pub reference: bool,
     pub speed: SpeedRun,
     pub quality: Quality,
-    pub local_per_1m: LocalCost,
+    pub local_per_1m: CostPerMillion,
 }
 
 /// Generated tokens after which the hardware's price is saved against one comparator, and the
@@ -131,12 +131,12 @@ pub fn bits_per_weight(file: &GgufFile) -> f64 {
 }
 
 /// Local cost of 1M tokens generated at `tg_tps` with `threads` busy cores.
-pub fn local_per_1m(prices: &PriceTable, tg_tps: f64, threads: usize) -> LocalCost {
+pub fn local_per_1m(prices: &PriceTable, tg_tps: f64, threads: usize) -> CostPerMillion {
     let busy_s = 1e6 / tg_tps;
     let joules = prices.local.watts_per_core() * threads as f64 * busy_s;
     let (electricity, hardware) = prices.local.cost(joules, busy_s);
     let k = prices.to_display(&prices.local.currency);
-    LocalCost {
+    CostPerMillion {
         busy_hours: busy_s / 3600.0,
         energy_kwh: joules / 3.6e6,
         electricity: electricity * k,

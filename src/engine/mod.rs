@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use crate::ledger::{EnergyMeter, EnergyMethod};
+use crate::energy::{EnergyMeter, EnergyMethod};
 use crate::model::{Fim, Model, PromptFormat, Vocab};
 
 pub use collect::Generation;
@@ -176,9 +176,7 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        // The built-in price table's TDP assumption, so the engine and the ledger agree.
-        let watts_per_core = crate::ledger::PriceTable::built_in().local.watts_per_core();
-        Self { max_running: 8, queue: 64, step_tokens: 512, prefix_cache: 8, watts_per_core }
+        Self { max_running: 8, queue: 64, step_tokens: 512, prefix_cache: 8, watts_per_core: crate::energy::DEFAULT_WATTS_PER_CORE }
     }
 }
 

@@ -10,10 +10,10 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::ledger::EnergyMeter;
+use crate::energy::EnergyMeter;
 use crate::model::{Chunk, KvCache, Logits, Model};
 
-use super::sequence::{Outcome, Sequence};
+use super::sequence::{Progress, Sequence};
 use super::{step_shares, EngineConfig, EngineStats, Event, Job};
 
 pub(crate) fn run(model: Model, cfg: EngineConfig, energy: EnergyMeter, rx: Receiver<Job>, stats: Arc<EngineStats>) {
@@ -131,11 +131,11 @@ impl Scheduler {
             }
         };
         // Sequences in step order; outputs come in the same order.
-        let mut ended: Vec<(usize, Result<Outcome, String>)> = Vec::new();
+        let mut ended: Vec<(usize, Result<Progress, String>)> = Vec::new();
         let order: Vec<&Slot> = by_seq.iter().flatten().copied().collect();
         for (slot, rows) in order.into_iter().zip(outputs) {
             match self.running[slot.seq].after_step(&self.model.vocab, slot.start, slot.len, rows) {
-                Ok(Outcome::Running) => {}
+                Ok(Progress::Running) => {}
                 outcome => ended.push((slot.seq, outcome.map_err(|e| e.to_string()))),
             }
         }
@@ -147,7 +147,7 @@ impl Scheduler {
                     seq.fail(&msg);
                     continue;
                 }
-                Ok(Outcome::Finished(reason)) => seq = seq.report_end(&self.model.vocab, reason),
+                Ok(Progress::Finished(reason)) => seq = seq.report_end(&self.model.vocab, reason),
                 Ok(_) => {}
             }
             // Finished or cancelled, what its cache computed may serve a later prompt.

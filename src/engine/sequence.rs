@@ -39,7 +39,7 @@ pub(crate) struct Sequence {
 }
 
 /// What a step did to a sequence.
-pub(crate) enum Outcome {
+pub(crate) enum Progress {
     Running,
     Finished(FinishReason),
     /// The client is gone; drop the sequence.
@@ -94,8 +94,8 @@ impl Sequence {
     /// Handles the logits of a step that fed this sequence `fed` tokens starting at `start`.
     /// `rows` are the logits asked for: every fed row with prompt logprobs, else the last row
     /// when the sequence has caught up, else none.
-    pub fn after_step(&mut self, vocab: &Vocab, start: usize, fed: usize, rows: Option<Tensor>) -> Result<Outcome, ModelError> {
-        let Some(rows) = rows else { return Ok(Outcome::Running) };
+    pub fn after_step(&mut self, vocab: &Vocab, start: usize, fed: usize, rows: Option<Tensor>) -> Result<Progress, ModelError> {
+        let Some(rows) = rows else { return Ok(Progress::Running) };
         let read = |t: Tensor| t.to_vec2::<f32>().map_err(|e| ModelError::candle("reading logits", e));
         let mut rows = read(rows)?;
         if self.prompt_logprobs && start < self.prompt_len {
@@ -108,7 +108,7 @@ impl Sequence {
             }
         }
         if self.pending() > 0 {
-            return Ok(Outcome::Running);
+            return Ok(Progress::Running);
         }
         let mut row = rows.pop().expect("a logits row for the last token");
         if !self.is_decoding() {
@@ -120,19 +120,19 @@ impl Sequence {
                 cached_tokens: self.cached_tokens,
             };
             if !self.send(started) {
-                return Ok(Outcome::Cancelled);
+                return Ok(Progress::Cancelled);
             }
             if self.prompt_logprobs {
                 let logprobs = std::mem::take(&mut self.prompt_lp);
                 if !self.send(Event::PromptLogprobs { index, logprobs }) {
-                    return Ok(Outcome::Cancelled);
+                    return Ok(Progress::Cancelled);
                 }
             }
         }
         Ok(self.next_token(vocab, &mut row))
     }
 
-    fn next_token(&mut self, vocab: &Vocab, row: &mut [f32]) -> Outcome {
+    fn next_token(&mut self, vocab: &Vocab, row: &mut [f32]) -> Progress {
         let lp = self.logprobs.map(|top| (row.to_vec(), top));
         let next = self.sampler.sample(row, &self.tokens);
         let now = Instant::now();
@@ -142,7 +142,7 @@ impl Sequence {
         }
         self.last_token_at = Some(now);
         if vocab.is_end_of_generation(next) {
-            return Outcome::Finished(FinishReason::Stop);
+            return Progress::Finished(FinishReason::Stop);
         }
         self.tokens.push(next);
         self.stats.generated_tokens += 1;
@@ -155,19 +155,19 @@ impl Sequence {
             stopped = step.stopped;
         }
         if !self.send(Event::Token { index: self.index, token: next, text, logprob }) {
-            return Outcome::Cancelled;
+            return Progress::Cancelled;
         }
         if stopped {
             self.stopped_by_string = true;
-            return Outcome::Finished(FinishReason::Stop);
+            return Progress::Finished(FinishReason::Stop);
         }
         if self.stats.generated_tokens >= self.max_tokens {
-            return Outcome::Finished(FinishReason::Length);
+            return Progress::Finished(FinishReason::Length);
         }
         if self.cache.len() + 1 > self.cache.max_len() {
-            return Outcome::Finished(FinishReason::ContextFull);
+            return Progress::Finished(FinishReason::ContextFull);
         }
-        Outcome::Running
+        Progress::Running
     }
 
     /// Releases held-back text (unless a stop string ended the sequence) and reports the end.

@@ -4,9 +4,9 @@
 //! [`Ledger::record`] prices one finished request and stores it before returning, so a response
 //! that reports a cost is already durable. Listings and summaries read the same file.
 
-pub mod energy;
 pub mod prices;
 mod recount;
+mod record;
 pub mod report;
 mod store;
 
@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use energy::{EnergyMeter, EnergyMethod};
 pub use prices::{Billed, CloudPrice, PriceTable};
 pub use recount::PromptText;
-pub use store::{CloudRow, Filter, GroupBy, Row};
+pub use record::{CloudRow, Outcome, Priced, Record, Row, Totals};
+pub use store::{Filter, GroupBy};
 
 /// Builds the providers' tokenizers ahead of the first request that needs them.
 pub fn warm_up() {
@@ -47,55 +47,6 @@ impl LedgerError {
     }
 }
 
-/// How a request ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Every choice ended by itself (end of text or a stop string).
-    Ok,
-    /// A length limit cut a choice short (max_tokens or the context).
-    Stopped,
-    /// The client left before the end.
-    Cancelled,
-    Error,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Stopped => "stopped",
-            Outcome::Cancelled => "cancelled",
-            Outcome::Error => "error",
-        }
-    }
-}
-
-/// A finished request as the server saw it.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    pub id: String,
-    pub endpoint: String,
-    pub model: String,
-    pub quantization: String,
-    pub device: String,
-    pub outcome: Outcome,
-    pub finish_reason: Option<String>,
-    pub prompt_tokens: u64,
-    pub cached_tokens: u64,
-    pub generated_tokens: u64,
-    pub queue_ms: f64,
-    pub ttft_ms: Option<f64>,
-    pub total_ms: f64,
-    pub energy_j: f64,
-    pub energy_method: EnergyMethod,
-    /// This request's share of the engine's busy time.
-    pub busy_s: f64,
-    pub api_key_hash: Option<String>,
-    /// The texts, to re-count with the providers' tokenizers.
-    pub prompt_text: Option<PromptText>,
-    pub completion_text: String,
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct LocalCost {
     pub amount: f64,
@@ -103,7 +54,7 @@ pub struct LocalCost {
     pub electricity: f64,
     pub hardware: f64,
     pub energy_j: f64,
-    pub energy_method: &'static str,
+    pub energy_method: String,
     pub busy_s: f64,
 }
 
@@ -166,15 +117,16 @@ impl Ledger {
         &self.prices
     }
 
-    /// Prices `e` and stores it; returns once the row is committed.
-    pub fn record(&self, e: Entry) -> Result<Cost, LedgerError> {
-        let (row, cost) = self.price(e);
+    /// Prices `r` and stores it; returns once the row is committed. `prompt` and `completion`
+    /// are the request's texts, re-counted with the cloud providers' tokenizers (not stored).
+    pub fn record(&self, r: Record, prompt: Option<&PromptText>, completion: &str) -> Result<Cost, LedgerError> {
+        let (row, cost) = self.price(r, prompt, completion);
         self.store.insert(&row).map_err(|s| LedgerError::Db { path: self.path.clone(), source: s })?;
         Ok(cost)
     }
 
     /// The row to store and the cost to show for `e`.
-    pub fn price(&self, e: Entry) -> (Row, Cost) {
+    pub fn price(&self, e: Record, prompt: Option<&PromptText>, completion: &str) -> (Row, Cost) {
         let p = &self.prices;
         let (electricity, hardware) = p.local.cost(e.energy_j, e.busy_s);
         let to_display = p.to_display(&p.local.currency);
@@ -184,8 +136,8 @@ impl Ledger {
             .models
             .iter()
             .map(|m| {
-                let recounted = m.tokenizer.zip(e.prompt_text.as_ref()).map(|(t, text)| {
-                    *counts.entry(t).or_insert_with(|| (recount::prompt_tokens(t, text), recount::count(t, &e.completion_text)))
+                let recounted = m.tokenizer.zip(prompt).map(|(t, text)| {
+                    *counts.entry(t).or_insert_with(|| (recount::prompt_tokens(t, text), recount::count(t, completion)))
                 });
                 let billed = match recounted {
                     Some((prompt, completion)) => {
@@ -234,37 +186,20 @@ impl Ledger {
                 electricity: electricity * to_display,
                 hardware: hardware * to_display,
                 energy_j: e.energy_j,
-                energy_method: e.energy_method.as_str(),
+                energy_method: e.energy_method.clone(),
                 busy_s: e.busy_s,
             },
             cloud,
             saved,
             price_version: p.version.clone(),
         };
-        let row = Row {
-            id: e.id,
-            time_ms: chrono::Utc::now().timestamp_millis(),
-            endpoint: e.endpoint,
-            model: e.model,
-            quantization: e.quantization,
-            device: e.device,
-            outcome: e.outcome.as_str().to_owned(),
-            finish_reason: e.finish_reason,
-            prompt_tokens: e.prompt_tokens,
-            cached_tokens: e.cached_tokens,
-            generated_tokens: e.generated_tokens,
-            queue_ms: e.queue_ms,
-            ttft_ms: e.ttft_ms,
-            total_ms: e.total_ms,
-            busy_s: e.busy_s,
-            energy_j: e.energy_j,
-            energy_method: e.energy_method.as_str().to_owned(),
+        let priced = Priced {
+            ts_ms: chrono::Utc::now().timestamp_millis(),
             local_cost: local_amount,
             local_currency: p.local.currency.clone(),
             price_version: p.version.clone(),
-            api_key_hash: e.api_key_hash,
-            cloud: cloud_rows,
         };
+        let row = Row { record: e, priced, cloud: cloud_rows };
         (row, cost)
     }
 

@@ -7,6 +7,7 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use super::prices::PriceTable;
+use super::record::Totals;
 use super::store::RawGroup;
 use super::LedgerError;
 
@@ -14,12 +15,8 @@ use super::LedgerError;
 #[derive(Debug, Clone, Serialize)]
 pub struct Group {
     pub key: String,
-    pub requests: u64,
-    pub prompt_tokens: u64,
-    pub cached_tokens: u64,
-    pub generated_tokens: u64,
-    pub energy_j: f64,
-    pub busy_s: f64,
+    #[serde(flatten)]
+    pub totals: Totals,
     pub local: f64,
     /// Cloud equivalent per comparator, in `compare` order.
     pub cloud: Vec<ModelAmount>,
@@ -63,12 +60,7 @@ impl Summary {
             let saved = cloud.first().map_or(0.0, |c| c.amount - local);
             Group {
                 key: g.key,
-                requests: g.requests,
-                prompt_tokens: g.prompt_tokens,
-                cached_tokens: g.cached_tokens,
-                generated_tokens: g.generated_tokens,
-                energy_j: g.energy_j,
-                busy_s: g.busy_s,
+                totals: g.totals,
                 local,
                 cloud,
                 saved,
@@ -90,7 +82,8 @@ impl Summary {
         head.extend(self.comparators().iter().map(|m| m.to_string()));
         head.push(format!("saved vs {}", self.vs.as_deref().unwrap_or("-")));
         let cells = |g: &Group| {
-            let mut c = vec![g.key.clone(), g.requests.to_string(), g.prompt_tokens.to_string(), g.cached_tokens.to_string(), g.generated_tokens.to_string(), format!("{:.2}", g.energy_j / 1e3), money(g.local)];
+            let t = &g.totals;
+            let mut c = vec![g.key.clone(), t.requests.to_string(), t.prompt_tokens.to_string(), t.cached_tokens.to_string(), t.generated_tokens.to_string(), format!("{:.2}", t.energy_j / 1e3), money(g.local)];
             c.extend(g.cloud.iter().map(|c| money(c.amount)));
             c.push(money(g.saved));
             c
@@ -122,7 +115,8 @@ impl Summary {
         }
         let _ = writeln!(out, ",saved,currency");
         for g in self.groups.iter().chain([&self.total]) {
-            let _ = write!(out, "{},{},{},{},{},{:.3},{:.3},{:.8}", g.key, g.requests, g.prompt_tokens, g.cached_tokens, g.generated_tokens, g.energy_j, g.busy_s, g.local);
+            let t = &g.totals;
+            let _ = write!(out, "{},{},{},{},{},{:.3},{:.3},{:.8}", g.key, t.requests, t.prompt_tokens, t.cached_tokens, t.generated_tokens, t.energy_j, t.busy_s, g.local);
             for c in &g.cloud {
                 let _ = write!(out, ",{:.8}", c.amount);
             }

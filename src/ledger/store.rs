@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::{params, Connection, OptionalExtension};
-use serde::Serialize;
+use rusqlite::{Connection, OptionalExtension, ToSql};
 
+use super::record::{CloudRow, Priced, Record, Row, Totals};
 use super::LedgerError;
 
 /// Schema steps; `user_version` says how many have run.
@@ -48,46 +48,6 @@ CREATE TABLE cloud_costs (
 );
 "#];
 
-/// One comparator's price for one request, in its own currency.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CloudRow {
-    pub comparator: String,
-    pub prompt_tokens: u64,
-    pub cached_tokens: u64,
-    pub completion_tokens: u64,
-    pub amount: f64,
-    pub currency: String,
-    /// Token counts are hearth's own, not the provider's tokenizer's.
-    pub estimate: bool,
-}
-
-/// One finished request.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Row {
-    pub id: String,
-    pub time_ms: i64,
-    pub endpoint: String,
-    pub model: String,
-    pub quantization: String,
-    pub device: String,
-    pub outcome: String,
-    pub finish_reason: Option<String>,
-    pub prompt_tokens: u64,
-    pub cached_tokens: u64,
-    pub generated_tokens: u64,
-    pub queue_ms: f64,
-    pub ttft_ms: Option<f64>,
-    pub total_ms: f64,
-    pub busy_s: f64,
-    pub energy_j: f64,
-    pub energy_method: String,
-    pub local_cost: f64,
-    pub local_currency: String,
-    pub price_version: String,
-    pub api_key_hash: Option<String>,
-    pub cloud: Vec<CloudRow>,
-}
-
 /// Which rows to list or sum.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -107,12 +67,7 @@ pub enum GroupBy {
 #[derive(Debug, Clone, Default)]
 pub struct RawGroup {
     pub key: String,
-    pub requests: u64,
-    pub prompt_tokens: u64,
-    pub cached_tokens: u64,
-    pub generated_tokens: u64,
-    pub energy_j: f64,
-    pub busy_s: f64,
+    pub totals: Totals,
     /// (currency, amount)
     pub local: Vec<(String, f64)>,
     /// (comparator, currency, amount)
@@ -160,19 +115,14 @@ impl Store {
     pub fn insert(&self, r: &Row) -> rusqlite::Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO requests VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
-            params![
-                r.id, r.time_ms, r.endpoint, r.model, r.quantization, r.device, r.outcome, r.finish_reason,
-                r.prompt_tokens as i64, r.cached_tokens as i64, r.generated_tokens as i64, r.queue_ms, r.ttft_ms, r.total_ms,
-                r.busy_s, r.energy_j, r.energy_method, r.local_cost, r.local_currency, r.price_version, r.api_key_hash
-            ],
-        )?;
+        let values: Vec<&dyn ToSql> = r.record.values().into_iter().chain(r.priced.values()).collect();
+        let columns: Vec<&str> = Record::COLUMNS.iter().chain(Priced::COLUMNS).copied().collect();
+        tx.execute(&insert_sql("requests", &columns), values.as_slice())?;
+        let columns: Vec<&str> = ["request_id"].iter().chain(CloudRow::COLUMNS).copied().collect();
+        let sql = insert_sql("cloud_costs", &columns);
         for c in &r.cloud {
-            tx.execute(
-                "INSERT INTO cloud_costs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![r.id, c.comparator, c.prompt_tokens as i64, c.cached_tokens as i64, c.completion_tokens as i64, c.amount, c.currency, c.estimate],
-            )?;
+            let values: Vec<&dyn ToSql> = [&r.record.id as &dyn ToSql].into_iter().chain(c.values()).collect();
+            tx.execute(&sql, values.as_slice())?;
         }
         tx.commit()
     }
@@ -183,22 +133,11 @@ impl Store {
         let (clause, args) = where_clause(f);
         let sql = format!("SELECT * FROM requests {clause} ORDER BY ts_ms DESC, rowid DESC LIMIT {limit} OFFSET {offset}");
         let mut stmt = conn.prepare(&sql)?;
-        let mut rows: Vec<Row> = stmt.query_map(rusqlite::params_from_iter(args), row_of)?.collect::<Result<_, _>>()?;
-        let mut cloud = conn.prepare("SELECT comparator, prompt_tokens, cached_tokens, completion_tokens, amount, currency, estimate FROM cloud_costs WHERE request_id = ?1 ORDER BY rowid")?;
+        let read = |r: &rusqlite::Row<'_>| Ok(Row { record: Record::read(r)?, priced: Priced::read(r)?, cloud: Vec::new() });
+        let mut rows: Vec<Row> = stmt.query_map(rusqlite::params_from_iter(args), read)?.collect::<Result<_, _>>()?;
+        let mut cloud = conn.prepare("SELECT * FROM cloud_costs WHERE request_id = ?1 ORDER BY rowid")?;
         for r in &mut rows {
-            r.cloud = cloud
-                .query_map([&r.id], |c| {
-                    Ok(CloudRow {
-                        comparator: c.get(0)?,
-                        prompt_tokens: c.get::<_, i64>(1)? as u64,
-                        cached_tokens: c.get::<_, i64>(2)? as u64,
-                        completion_tokens: c.get::<_, i64>(3)? as u64,
-                        amount: c.get(4)?,
-                        currency: c.get(5)?,
-                        estimate: c.get(6)?,
-                    })
-                })?
-                .collect::<Result<_, _>>()?;
+            r.cloud = cloud.query_map([&r.record.id], CloudRow::read)?.collect::<Result<_, _>>()?;
         }
         Ok(rows)
     }
@@ -207,7 +146,7 @@ impl Store {
         let found = self.conn().query_row("SELECT ts_ms FROM requests WHERE id = ?1", [id], |r| r.get::<_, i64>(0)).optional()?;
         let Some(ts) = found else { return Ok(None) };
         let rows = self.rows(&Filter { since_ms: Some(ts), until_ms: Some(ts + 1), model: None }, 1000, 0)?;
-        Ok(rows.into_iter().find(|r| r.id == id))
+        Ok(rows.into_iter().find(|r| r.record.id == id))
     }
 
     pub fn count(&self, f: &Filter) -> rusqlite::Result<u64> {
@@ -226,8 +165,9 @@ impl Store {
         let conn = self.conn();
         let (clause, args) = where_clause(f);
         let sql = format!(
-            "SELECT {key} AS k, local_currency, count(*), sum(prompt_tokens), sum(cached_tokens), sum(generated_tokens), sum(energy_j), sum(busy_s), sum(local_cost)
-             FROM requests {clause} GROUP BY k, local_currency ORDER BY k"
+            "SELECT {key} AS k, local_currency, sum(local_cost), {}
+             FROM requests {clause} GROUP BY k, local_currency ORDER BY k",
+            Totals::SELECT
         );
         let mut groups: Vec<RawGroup> = Vec::new();
         let mut stmt = conn.prepare(&sql)?;
@@ -238,13 +178,8 @@ impl Store {
                 groups.push(RawGroup { key: k, ..RawGroup::default() });
             }
             let g = groups.last_mut().expect("just pushed");
-            g.requests += r.get::<_, i64>(2)? as u64;
-            g.prompt_tokens += r.get::<_, i64>(3)? as u64;
-            g.cached_tokens += r.get::<_, i64>(4)? as u64;
-            g.generated_tokens += r.get::<_, i64>(5)? as u64;
-            g.energy_j += r.get::<_, f64>(6)?;
-            g.busy_s += r.get::<_, f64>(7)?;
-            g.local.push((r.get(1)?, r.get(8)?));
+            g.totals.add(r, 3)?;
+            g.local.push((r.get(1)?, r.get(2)?));
         }
         let sql = format!(
             "SELECT {key} AS k, c.comparator, c.currency, sum(c.amount) FROM cloud_costs c JOIN requests ON requests.id = c.request_id
@@ -282,29 +217,34 @@ fn where_clause(f: &Filter) -> (String, Vec<rusqlite::types::Value>) {
     (clause, args)
 }
 
-fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-    Ok(Row {
-        id: r.get("id")?,
-        time_ms: r.get("ts_ms")?,
-        endpoint: r.get("endpoint")?,
-        model: r.get("model")?,
-        quantization: r.get("quantization")?,
-        device: r.get("device")?,
-        outcome: r.get("outcome")?,
-        finish_reason: r.get("finish_reason")?,
-        prompt_tokens: r.get::<_, i64>("prompt_tokens")? as u64,
-        cached_tokens: r.get::<_, i64>("cached_tokens")? as u64,
-        generated_tokens: r.get::<_, i64>("generated_tokens")? as u64,
-        queue_ms: r.get("queue_ms")?,
-        ttft_ms: r.get("ttft_ms")?,
-        total_ms: r.get("total_ms")?,
-        busy_s: r.get("busy_s")?,
-        energy_j: r.get("energy_j")?,
-        energy_method: r.get("energy_method")?,
-        local_cost: r.get("local_cost")?,
-        local_currency: r.get("local_currency")?,
-        price_version: r.get("price_version")?,
-        api_key_hash: r.get("api_key_hash")?,
-        cloud: Vec::new(),
-    })
+/// `INSERT INTO table (columns…) VALUES (?1, …)`.
+fn insert_sql(table: &str, columns: &[&str]) -> String {
+    let slots: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+    format!("INSERT INTO {table} ({}) VALUES ({})", columns.join(", "), slots.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The columns the migrations create, in order.
+    fn table_columns(conn: &Connection, table: &str) -> Vec<String> {
+        let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})")).unwrap();
+        stmt.query_map([], |r| r.get::<_, String>("name")).unwrap().collect::<Result<_, _>>().unwrap()
+    }
+
+    #[test]
+    fn the_records_columns_are_the_migrated_tables_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("l.sqlite")).unwrap();
+        let conn = store.conn();
+        let requests: Vec<&str> = Record::COLUMNS.iter().chain(Priced::COLUMNS).copied().collect();
+        let mut have = table_columns(&conn, "requests");
+        have.sort();
+        let mut want: Vec<String> = requests.iter().map(|c| c.to_string()).collect();
+        want.sort();
+        assert_eq!(have, want);
+        let cloud: Vec<&str> = ["request_id"].iter().chain(CloudRow::COLUMNS).copied().collect();
+        assert_eq!(table_columns(&conn, "cloud_costs"), cloud);
+    }
 }

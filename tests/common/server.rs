@@ -110,6 +110,37 @@ impl Server {
         text.lines().filter_map(|l| l.strip_prefix("data: ")).map(str::to_owned).collect()
     }
 
+    /// Sends the four prompts one at a time, then all at once, each asking for `n` tokens with
+    /// the end-of-generation tokens banned by `no_eog`; checks every batched request gets the
+    /// text it got alone and that they shared steps. Returns the time alone and together.
+    pub async fn batched_equals_alone(&self, n: usize, no_eog: Value) -> (Duration, Duration) {
+        let prompts = ["The capital of Italy is", "def add(a, b):", "Roses are red,", "1, 2, 3, 4,"];
+        let body = |p: &str| json!({ "prompt": p, "max_tokens": n, "temperature": 0, "logit_bias": no_eog });
+        let mut alone = Vec::new();
+        let t = std::time::Instant::now();
+        for p in prompts {
+            let (st, _, v) = self.post("/v1/completions", &body(p)).await;
+            assert_eq!(st, 200, "{v}");
+            assert_eq!(v["usage"]["completion_tokens"], n);
+            alone.push(v["choices"][0]["text"].as_str().unwrap().to_owned());
+        }
+        let serial = t.elapsed();
+        let steps_before = self.metric("hearth_engine_steps_total").await;
+        let t = std::time::Instant::now();
+        let bodies: Vec<Value> = prompts.iter().map(|p| body(p)).collect();
+        let together = futures_util::future::join_all(bodies.iter().map(|b| self.post("/v1/completions", b))).await;
+        let concurrent = t.elapsed();
+        let steps = self.metric("hearth_engine_steps_total").await - steps_before;
+        for (i, (st, _, v)) in together.iter().enumerate() {
+            assert_eq!(*st, 200);
+            assert_eq!(v["choices"][0]["text"].as_str().unwrap(), alone[i], "request {i} changed when batched");
+        }
+        // One at a time would take 4 × n steps; batched, they share steps.
+        assert!(steps < (2 * n) as f64, "{steps} steps for 4 concurrent requests of {n} tokens");
+        eprintln!("4 requests one after another: {serial:?}; together: {concurrent:?} in {steps} steps");
+        (serial, concurrent)
+    }
+
     /// The value of one metric line (first match of `name` followed by a space or `{`).
     pub async fn metric(&self, name: &str) -> f64 {
         let (_, text) = self.get("/metrics").await;

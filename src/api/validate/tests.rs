@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{json, Value as Json};
 
 use crate::engine::ModelInfo;
-use crate::ledger::EnergyMethod;
+use crate::energy::EnergyMethod;
 use crate::model::gguf::Value;
 use crate::model::gguf_write::GgufWriter;
 use crate::model::{Arch, Fim, GgufFile, PromptFormat, Vocab};

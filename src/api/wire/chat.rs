@@ -7,7 +7,7 @@ use crate::engine::TokenLogprob;
 
 use super::super::openai::{ChatTokenLogprob, ChatTopLogprob};
 use super::super::respond::Reply;
-use super::{finish_str, openai_chunk, openai_end, Delta, Frame, Wire};
+use super::{finish_str, openai_body, openai_chunk, openai_end, Delta, Frame, Wire};
 
 pub struct Chat;
 
@@ -33,17 +33,10 @@ impl Wire for Chat {
     }
 
     fn body(&self, r: &Reply) -> Value {
-        let choices: Vec<Value> = r
-            .choices
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let logprobs = r.plan.logprobs.map(|_| json!({ "content": logprobs(r, &c.logprobs) }));
-                json!({ "index": i, "message": { "role": "assistant", "content": c.text }, "logprobs": logprobs,
-                        "finish_reason": finish_str(c.finish) })
-            })
-            .collect();
-        json!({ "id": r.id, "object": "chat.completion", "created": r.created, "model": r.model, "choices": choices, "usage": r.usage() })
+        openai_body(r, "chat.completion", |i, c| {
+            let logprobs = r.plan.logprobs.map(|_| json!({ "content": logprobs(r, &c.logprobs) }));
+            json!({ "index": i, "message": { "role": "assistant", "content": c.text }, "logprobs": logprobs, "finish_reason": finish_str(c.finish) })
+        })
     }
 
     fn frames(&self, r: &Reply, i: usize, delta: Delta<'_>) -> Vec<Frame> {

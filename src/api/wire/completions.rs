@@ -7,7 +7,7 @@ use crate::engine::TokenLogprob;
 
 use super::super::openai::CompletionLogprobs;
 use super::super::respond::{Choice, Reply};
-use super::{finish_str, openai_chunk, openai_end, Delta, Frame, Wire};
+use super::{finish_str, openai_body, openai_chunk, openai_end, Delta, Frame, Wire};
 
 pub struct Completions;
 
@@ -60,17 +60,11 @@ impl Wire for Completions {
     }
 
     fn body(&self, r: &Reply) -> Value {
-        let choices: Vec<Value> = r
-            .choices
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let text = if r.plan.echo { format!("{}{}", r.prompt_text(i), c.text) } else { c.text.clone() };
-                let logprobs = r.plan.logprobs.map(|_| self.choice_logprobs(r, i, c));
-                json!({ "index": i, "text": text, "logprobs": logprobs, "finish_reason": finish_str(c.finish) })
-            })
-            .collect();
-        json!({ "id": r.id, "object": "text_completion", "created": r.created, "model": r.model, "choices": choices, "usage": r.usage() })
+        openai_body(r, "text_completion", |i, c| {
+            let text = if r.plan.echo { format!("{}{}", r.prompt_text(i), c.text) } else { c.text.clone() };
+            let logprobs = r.plan.logprobs.map(|_| self.choice_logprobs(r, i, c));
+            json!({ "index": i, "text": text, "logprobs": logprobs, "finish_reason": finish_str(c.finish) })
+        })
     }
 
     fn frames(&self, r: &Reply, i: usize, delta: Delta<'_>) -> Vec<Frame> {

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::engine::{FinishReason, TokenLogprob};
 
 use super::error::ApiError;
-use super::respond::Reply;
+use super::respond::{Choice, Reply};
 
 pub use chat::CHAT;
 pub use completions::COMPLETIONS;
@@ -59,6 +59,12 @@ pub trait Wire: Send + Sync {
 /// `finish_reason` as OpenAI writes it: a string, or null while running.
 fn finish_str(f: Option<FinishReason>) -> Value {
     f.map_or(Value::Null, |f| Value::String(f.as_str().to_owned()))
+}
+
+/// An OpenAI non-streaming body of `object` type, each choice written by `choice`.
+fn openai_body(r: &Reply, object: &str, choice: impl Fn(usize, &Choice) -> Value) -> Value {
+    let choices: Vec<Value> = r.choices.iter().enumerate().map(|(i, c)| choice(i, c)).collect();
+    json!({ "id": r.id, "object": object, "created": r.created, "model": r.model, "choices": choices, "usage": r.usage() })
 }
 
 /// An OpenAI stream chunk of `object` type carrying one choice.

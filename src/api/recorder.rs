@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap};
 use sha2::{Digest, Sha256};
 
 use crate::engine::{FinishReason, Meter, ModelInfo};
-use crate::ledger::{Cost, Entry, Ledger, Outcome, PromptText};
+use crate::ledger::{Cost, Ledger, Outcome, PromptText, Record};
 
 use super::respond::Reply;
 
@@ -20,7 +20,7 @@ pub struct Recorder {
     key_hash: Option<String>,
     quantization: String,
     device: String,
-    energy_method: crate::ledger::EnergyMethod,
+    energy_method: &'static str,
     meters: Vec<Arc<Meter>>,
     cloud_prompt: Option<PromptText>,
     recorded: bool,
@@ -34,7 +34,7 @@ impl Recorder {
             key_hash: key_hash(headers),
             quantization: info.quantization.clone(),
             device: info.device.clone(),
-            energy_method: info.energy_method,
+            energy_method: info.energy_method.as_str(),
             meters: Vec::new(),
             cloud_prompt: None,
             recorded: false,
@@ -49,7 +49,7 @@ impl Recorder {
     /// Records a request refused before it reached the engine (after `took` of validation): no
     /// tokens, no energy.
     pub async fn refused(self, model: &str, took: Duration) {
-        let entry = Entry {
+        let record = Record {
             id: format!("refused-{:016x}", rand::random::<u64>()),
             endpoint: self.endpoint.to_owned(),
             model: model.to_owned(),
@@ -64,21 +64,19 @@ impl Recorder {
             ttft_ms: None,
             total_ms: took.as_secs_f64() * 1e3,
             energy_j: 0.0,
-            energy_method: self.energy_method,
+            energy_method: self.energy_method.to_owned(),
             busy_s: 0.0,
             api_key_hash: self.key_hash.clone(),
-            prompt_text: None,
-            completion_text: String::new(),
         };
-        commit(self.ledger, entry).await;
+        commit(self.ledger, record, None, String::new()).await;
     }
 }
 
-/// Prices and stores `entry` off the async runtime; a ledger that cannot write is logged, and
+/// Prices and stores `record` off the async runtime; a ledger that cannot write is logged, and
 /// the answer goes out all the same.
-async fn commit(ledger: Arc<Ledger>, entry: Entry) -> Option<Cost> {
-    let id = entry.id.clone();
-    match tokio::task::spawn_blocking(move || ledger.record(entry)).await {
+async fn commit(ledger: Arc<Ledger>, record: Record, prompt: Option<PromptText>, completion: String) -> Option<Cost> {
+    let id = record.id.clone();
+    match tokio::task::spawn_blocking(move || ledger.record(record, prompt.as_ref(), &completion)).await {
         Ok(Ok(cost)) => Some(cost),
         Ok(Err(e)) => {
             tracing::error!("could not record request {id} in the ledger: {e}");
@@ -112,13 +110,13 @@ pub fn outcome_of(finishes: impl IntoIterator<Item = Option<FinishReason>>) -> O
 }
 
 impl Reply {
-    /// The ledger entry for this request as it stands.
-    fn entry(&self, r: &Recorder, outcome: Outcome) -> Entry {
+    /// The ledger record for this request as it stands.
+    fn record_of(&self, r: &Recorder, outcome: Outcome) -> Record {
         let u = self.usage();
         let mut reasons: Vec<&str> = self.choices.iter().filter_map(|c| c.finish).map(FinishReason::as_str).collect();
         reasons.dedup();
         let queue = self.choices.iter().map(|c| c.queue).max().unwrap_or_default();
-        Entry {
+        Record {
             id: self.id.clone(),
             endpoint: r.endpoint.to_owned(),
             model: self.model.clone(),
@@ -133,12 +131,15 @@ impl Reply {
             ttft_ms: self.first_token.map(|d| d.as_secs_f64() * 1e3),
             total_ms: self.started.elapsed().as_secs_f64() * 1e3,
             energy_j: r.meters.iter().map(|m| m.joules()).sum(),
-            energy_method: r.energy_method,
+            energy_method: r.energy_method.to_owned(),
             busy_s: r.meters.iter().map(|m| m.busy_secs()).sum(),
             api_key_hash: r.key_hash.clone(),
-            prompt_text: r.cloud_prompt.clone(),
-            completion_text: self.choices.iter().map(|c| c.text.as_str()).collect(),
         }
+    }
+
+    /// Everything the choices wrote, re-counted by the cloud tokenizers.
+    fn completion(&self) -> String {
+        self.choices.iter().map(|c| c.text.as_str()).collect()
     }
 
     /// Records the request with `outcome` (once) and keeps its cost for the usage and headers.
@@ -147,8 +148,8 @@ impl Reply {
         let Some(r) = self.recorder.as_mut().filter(|r| !r.recorded) else { return };
         r.recorded = true;
         let r = self.recorder.as_ref().expect("checked above");
-        let (ledger, entry) = (r.ledger.clone(), self.entry(r, outcome));
-        self.cost = commit(ledger, entry).await;
+        let (ledger, record, prompt) = (r.ledger.clone(), self.record_of(r, outcome), r.cloud_prompt.clone());
+        self.cost = commit(ledger, record, prompt, self.completion()).await;
     }
 
     /// The outcome the choices' finish reasons add up to.
@@ -161,9 +162,9 @@ impl Drop for Reply {
     /// A reply dropped before it was recorded belongs to a client that left.
     fn drop(&mut self) {
         let Some(r) = self.recorder.as_ref().filter(|r| !r.recorded) else { return };
-        let (ledger, entry) = (r.ledger.clone(), self.entry(r, Outcome::Cancelled));
+        let (ledger, record, prompt, completion) = (r.ledger.clone(), self.record_of(r, Outcome::Cancelled), r.cloud_prompt.clone(), self.completion());
         let write = move || {
-            if let Err(e) = ledger.record(entry) {
+            if let Err(e) = ledger.record(record, prompt.as_ref(), &completion) {
                 tracing::error!("could not record a cancelled request in the ledger: {e}");
             }
         };

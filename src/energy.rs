@@ -49,6 +49,10 @@ pub struct EnergyMeter {
 
 pub const POWERCAP: &str = "/sys/class/powercap";
 
+/// Watts per busy core for the CPU-time estimate when nothing else says: a 65 W desktop CPU
+/// with 8 cores at full load, the built-in price table's assumption.
+pub const DEFAULT_WATTS_PER_CORE: f64 = 65.0 / 8.0;
+
 impl EnergyMeter {
     /// RAPL from the system's powercap tree when its package counters can be read, else the
     /// CPU-time estimate.

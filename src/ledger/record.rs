@@ -1,0 +1,160 @@
+//! The ledger's records, each field listed once: the struct, its SQL columns, how it is written
+//! and how it is read back all come from one `columns!` list per table.
+
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use serde::Serialize;
+
+/// Declares a struct whose fields are table columns of the same name, with the column list and
+/// the conversions to and from a row.
+macro_rules! columns {
+    ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$m])*
+        pub struct $name {
+            $($(#[$fm])* pub $field: $ty,)*
+        }
+
+        impl $name {
+            /// Its columns, in declaration order.
+            pub const COLUMNS: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            /// Its values, in [`Self::COLUMNS`] order.
+            pub(super) fn values(&self) -> Vec<&dyn ToSql> {
+                vec![$(&self.$field),*]
+            }
+
+            /// Reads it from a row that has its columns (by name; other columns are ignored).
+            pub(super) fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+                Ok($name { $($field: r.get(stringify!($field))?,)* })
+            }
+        }
+    };
+}
+
+columns! {
+    /// A finished request as the server saw it: what it asked, what it got, what it took.
+    #[derive(Debug, Clone, PartialEq, Serialize)]
+    pub struct Record {
+        id: String,
+        endpoint: String,
+        model: String,
+        quantization: String,
+        device: String,
+        outcome: Outcome,
+        finish_reason: Option<String>,
+        prompt_tokens: u64,
+        cached_tokens: u64,
+        generated_tokens: u64,
+        queue_ms: f64,
+        ttft_ms: Option<f64>,
+        total_ms: f64,
+        /// This request's share of the engine's busy time.
+        busy_s: f64,
+        energy_j: f64,
+        /// How `energy_j` was measured (`rapl` or `estimate`).
+        energy_method: String,
+        api_key_hash: Option<String>,
+    }
+}
+
+columns! {
+    /// What the ledger adds when it stores a [`Record`]: when, and its local cost.
+    #[derive(Debug, Clone, PartialEq, Serialize)]
+    pub struct Priced {
+        #[serde(rename = "time_ms")]
+        ts_ms: i64,
+        local_cost: f64,
+        local_currency: String,
+        price_version: String,
+    }
+}
+
+columns! {
+    /// One comparator's price for one request, in its own currency.
+    #[derive(Debug, Clone, PartialEq, Serialize)]
+    pub struct CloudRow {
+        comparator: String,
+        prompt_tokens: u64,
+        cached_tokens: u64,
+        completion_tokens: u64,
+        amount: f64,
+        currency: String,
+        /// Token counts are hearth's own, not the provider's tokenizer's.
+        estimate: bool,
+    }
+}
+
+/// One stored request: the record, its price and its cloud equivalents.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    #[serde(flatten)]
+    pub record: Record,
+    #[serde(flatten)]
+    pub priced: Priced,
+    pub cloud: Vec<CloudRow>,
+}
+
+/// Sums over a group of stored requests.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Totals {
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub cached_tokens: u64,
+    pub generated_tokens: u64,
+    pub energy_j: f64,
+    pub busy_s: f64,
+}
+
+impl Totals {
+    /// The SQL aggregates that give these fields, in field order.
+    pub(super) const SELECT: &'static str = "count(*), sum(prompt_tokens), sum(cached_tokens), sum(generated_tokens), sum(energy_j), sum(busy_s)";
+
+    /// Adds the aggregates read from `r`, [`Self::SELECT`]'s first at column `at`.
+    pub(super) fn add(&mut self, r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<()> {
+        self.requests += r.get::<_, u64>(at)?;
+        self.prompt_tokens += r.get::<_, u64>(at + 1)?;
+        self.cached_tokens += r.get::<_, u64>(at + 2)?;
+        self.generated_tokens += r.get::<_, u64>(at + 3)?;
+        self.energy_j += r.get::<_, f64>(at + 4)?;
+        self.busy_s += r.get::<_, f64>(at + 5)?;
+        Ok(())
+    }
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Every choice ended by itself (end of text or a stop string).
+    Ok,
+    /// A length limit cut a choice short (max_tokens or the context).
+    Stopped,
+    /// The client left before the end.
+    Cancelled,
+    Error,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [Outcome::Ok, Outcome::Stopped, Outcome::Cancelled, Outcome::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Stopped => "stopped",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+impl ToSql for Outcome {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for Outcome {
+    fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+        let s = v.as_str()?;
+        Outcome::ALL.into_iter().find(|o| o.as_str() == s).ok_or_else(|| FromSqlError::Other(format!("unknown outcome `{s}`").into()))
+    }
+}
