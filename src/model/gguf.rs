@@ -321,7 +321,7 @@ fn check_tensor(
     alignment: usize,
     file_len: usize,
 ) -> Result<TensorInfo, String> {
-    let Some(dtype) = ty.ggml_dtype() else {
+    let Some(info) = ty.info().filter(|_| ty.is_supported()) else {
         return Err(format!("tensor {name}: unsupported quantization type {ty}"));
     };
     let mut elems: u64 = 1;
@@ -331,13 +331,13 @@ fn check_tensor(
         }
         elems = elems.checked_mul(d).ok_or_else(|| format!("tensor {name}: dimensions {dims:?} overflow"))?;
     }
-    let block = dtype.block_size() as u64;
+    let block = info.block as u64;
     let row = *dims.last().expect("at least one dim");
     if row % block != 0 {
         return Err(format!("tensor {name}: row length {row} is not a multiple of the {} block size {block}", ty.name()));
     }
     let size = (elems / block)
-        .checked_mul(dtype.type_size() as u64)
+        .checked_mul(info.bytes as u64)
         .ok_or_else(|| format!("tensor {name}: size overflows"))?;
     if offset % alignment as u64 != 0 {
         return Err(format!("tensor {name}: data offset {offset} is not aligned to {alignment}"));

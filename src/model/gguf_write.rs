@@ -21,9 +21,9 @@ pub struct PlannedTensor {
 impl PlannedTensor {
     /// Bytes of data, or `None` for a type hearth cannot size.
     pub fn size(&self) -> Option<usize> {
-        let d = self.ty.ggml_dtype()?;
+        let t = self.ty.info().filter(|_| self.ty.is_supported())?;
         let elems: usize = self.dims.iter().product();
-        Some(elems / d.block_size() * d.type_size())
+        Some(elems / t.block * t.bytes)
     }
 }
 

@@ -22,6 +22,8 @@ use std::sync::Arc;
 
 use candle_core::Device;
 
+use tensor_type::TypeInfo;
+
 pub use arch::{Arch, ModelSpec};
 pub use decoder::{Chunk, Decoder, Logits};
 pub use fim::{ContextFile, Fim};
@@ -107,24 +109,17 @@ fn path_stem(p: &Path) -> String {
 /// The quantization named by `general.file_type` (llama.cpp's ftype), else the type holding
 /// most weight bytes outside the embedding.
 pub fn dominant_type(file: &GgufFile) -> String {
-    let named = match file.get("general.file_type").and_then(|v| v.as_u64()) {
-        Some(0) => "F32",
-        Some(1) => "F16",
-        Some(2) => "Q4_0",
-        Some(3) => "Q4_1",
-        Some(7) => "Q8_0",
-        Some(8) => "Q5_0",
-        Some(9) => "Q5_1",
-        Some(10) => "Q2_K",
-        Some(11) => "Q3_K_S",
-        Some(12) => "Q3_K_M",
-        Some(13) => "Q3_K_L",
-        Some(14) => "Q4_K_S",
-        Some(15) => "Q4_K_M",
-        Some(16) => "Q5_K_S",
-        Some(17) => "Q5_K_M",
-        Some(18) => "Q6_K",
-        Some(32) => "BF16",
+    let file_type = file.get("general.file_type").and_then(|v| v.as_u64());
+    // One type throughout (the tensor-type table's file types), or one of llama.cpp's mixes.
+    let named = match file_type.map(|f| (f, TypeInfo::of_file_type(f))) {
+        Some((_, Some(t))) => t.name,
+        Some((11, _)) => "Q3_K_S",
+        Some((12, _)) => "Q3_K_M",
+        Some((13, _)) => "Q3_K_L",
+        Some((14, _)) => "Q4_K_S",
+        Some((15, _)) => "Q4_K_M",
+        Some((16, _)) => "Q5_K_S",
+        Some((17, _)) => "Q5_K_M",
         _ => "",
     };
     if !named.is_empty() {

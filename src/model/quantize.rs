@@ -30,46 +30,40 @@ impl Target {
     pub const ALL: [Target; 9] =
         [Target::F16, Target::Q8_0, Target::Q6K, Target::Q5KM, Target::Q5_1, Target::Q5_0, Target::Q4KM, Target::Q4_1, Target::Q4_0];
 
+    /// The type most weights get: a row of the tensor-type table.
+    fn base(self) -> TensorType {
+        match self {
+            Target::F16 => TensorType::F16,
+            Target::Q8_0 => TensorType::Q8_0,
+            Target::Q6K => TensorType::Q6_K,
+            Target::Q5KM => TensorType::Q5_K,
+            Target::Q5_1 => TensorType::Q5_1,
+            Target::Q5_0 => TensorType::Q5_0,
+            Target::Q4KM => TensorType::Q4_K,
+            Target::Q4_1 => TensorType::Q4_1,
+            Target::Q4_0 => TensorType::Q4_0,
+        }
+    }
+
+    /// llama.cpp's name and `general.file_type` for the _M mixes, which give some layers more
+    /// bits; `None` for a target that is one type.
+    fn mix(self) -> Option<(&'static str, u32)> {
+        match self {
+            Target::Q4KM => Some(("Q4_K_M", 15)),
+            Target::Q5KM => Some(("Q5_K_M", 17)),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
-        match self {
-            Target::F16 => "F16",
-            Target::Q8_0 => "Q8_0",
-            Target::Q6K => "Q6_K",
-            Target::Q5KM => "Q5_K_M",
-            Target::Q5_1 => "Q5_1",
-            Target::Q5_0 => "Q5_0",
-            Target::Q4KM => "Q4_K_M",
-            Target::Q4_1 => "Q4_1",
-            Target::Q4_0 => "Q4_0",
-        }
+        self.mix().map_or_else(|| self.base().name(), |(name, _)| name)
     }
 
-    /// llama.cpp's `general.file_type` for this mix.
+    /// llama.cpp's `general.file_type` for this target.
     pub fn file_type(self) -> u32 {
-        match self {
-            Target::F16 => 1,
-            Target::Q4_0 => 2,
-            Target::Q4_1 => 3,
-            Target::Q8_0 => 7,
-            Target::Q5_0 => 8,
-            Target::Q5_1 => 9,
-            Target::Q4KM => 15,
-            Target::Q5KM => 17,
-            Target::Q6K => 18,
-        }
-    }
-
-    fn base(self) -> GgmlDType {
-        match self {
-            Target::F16 => GgmlDType::F16,
-            Target::Q8_0 => GgmlDType::Q8_0,
-            Target::Q6K => GgmlDType::Q6K,
-            Target::Q5KM => GgmlDType::Q5K,
-            Target::Q5_1 => GgmlDType::Q5_1,
-            Target::Q5_0 => GgmlDType::Q5_0,
-            Target::Q4KM => GgmlDType::Q4K,
-            Target::Q4_1 => GgmlDType::Q4_1,
-            Target::Q4_0 => GgmlDType::Q4_0,
+        match self.mix() {
+            Some((_, file_type)) => file_type,
+            None => self.base().info().and_then(|t| t.file_type).expect("a one-type target has a file type"),
         }
     }
 }
@@ -121,18 +115,18 @@ fn use_more_bits(i: usize, n: usize) -> bool {
 }
 
 /// The 32-block type llama.cpp uses when a row does not fit a 256-block type, or F16.
-fn fit(ty: GgmlDType, cols: usize) -> (GgmlDType, bool) {
+fn fit(ty: TensorType, cols: usize) -> (TensorType, bool) {
     if cols.is_multiple_of(ty.block_size()) {
         return (ty, false);
     }
     let smaller = match ty {
-        GgmlDType::Q4K => GgmlDType::Q5_0,
-        GgmlDType::Q5K => GgmlDType::Q5_1,
-        GgmlDType::Q6K => GgmlDType::Q8_0,
-        GgmlDType::Q2K | GgmlDType::Q3K => GgmlDType::Q4_0,
+        TensorType::Q4_K => TensorType::Q5_0,
+        TensorType::Q5_K => TensorType::Q5_1,
+        TensorType::Q6_K => TensorType::Q8_0,
+        TensorType::Q2_K | TensorType::Q3_K => TensorType::Q4_0,
         other => other,
     };
-    (if cols.is_multiple_of(smaller.block_size()) { smaller } else { GgmlDType::F16 }, true)
+    (if cols.is_multiple_of(smaller.block_size()) { smaller } else { TensorType::F16 }, true)
 }
 
 /// The layer a tensor belongs to (`blk.N.…`).
@@ -149,7 +143,7 @@ pub fn plan(file: &GgufFile, target: Target) -> Vec<Choice> {
     let n_ffn_down = file.tensors.iter().filter(|t| t.name.contains("ffn_down")).count();
     let (mut i_attn_v, mut i_ffn_down) = (0, 0);
     let base = target.base();
-    let mix = matches!(target, Target::Q4KM | Target::Q5KM);
+    let mix = target.mix().is_some();
     file.tensors
         .iter()
         .map(|t| {
@@ -158,28 +152,28 @@ pub fn plan(file: &GgufFile, target: Target) -> Vec<Choice> {
             if allows_quantization(t) {
                 let n = t.name.as_str();
                 let mut ty = base;
-                if base != GgmlDType::F16 {
+                if base != TensorType::F16 {
                     let more_bits = |counter: &mut usize, total| {
                         *counter += 1;
                         mix && use_more_bits(layer(n).unwrap_or(*counter - 1), total)
                     };
                     if n == "output.weight" || (tied && n == "token_embd.weight") {
                         if !cols.is_multiple_of(base.block_size()) {
-                            ty = GgmlDType::Q8_0;
-                        } else if base != GgmlDType::Q8_0 {
-                            ty = GgmlDType::Q6K;
+                            ty = TensorType::Q8_0;
+                        } else if base != TensorType::Q8_0 {
+                            ty = TensorType::Q6_K;
                         }
                     } else if is_attn_v(n) {
                         if more_bits(&mut i_attn_v, n_attn_v) {
-                            ty = GgmlDType::Q6K;
+                            ty = TensorType::Q6_K;
                         }
                     } else if n.contains("ffn_down") && more_bits(&mut i_ffn_down, n_ffn_down) {
-                        ty = GgmlDType::Q6K;
+                        ty = TensorType::Q6_K;
                     }
                 }
                 to = Some(fit(ty, cols));
             }
-            let (to, fallback) = to.map_or((t.ty, false), |(ty, fb)| (TensorType::of(ty), fb));
+            let (to, fallback) = to.unwrap_or((t.ty, false));
             Choice { name: t.name.clone(), dims: t.dims.clone(), from: t.ty, to, fallback }
         })
         .collect()

@@ -11,55 +11,19 @@ use candle_core::{Device, Result, Storage, Tensor};
 use half::f16;
 
 use super::QK;
+use crate::model::tensor_type::TypeInfo;
 
 /// Weight rows per panel: one per lane of a 512-bit vector of i32 sums.
 pub const PANEL: usize = 16;
 
-/// A block type in panel form: how its blocks are laid out and unpacked.
+/// A block type's panel layout: how its blocks are rearranged and unpacked. Which tensor type
+/// has which layout, and its block bytes, are the tensor-type table's (`TypeInfo::packed`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Q4_0,
     Q4_1,
     Q5_0,
     Q8_0,
-}
-
-impl Kind {
-    fn of(ty: GgmlDType) -> Option<Kind> {
-        Some(match ty {
-            GgmlDType::Q4_0 => Kind::Q4_0,
-            GgmlDType::Q4_1 => Kind::Q4_1,
-            GgmlDType::Q5_0 => Kind::Q5_0,
-            GgmlDType::Q8_0 => Kind::Q8_0,
-            _ => return None,
-        })
-    }
-
-    pub fn dtype(self) -> GgmlDType {
-        match self {
-            Kind::Q4_0 => GgmlDType::Q4_0,
-            Kind::Q4_1 => GgmlDType::Q4_1,
-            Kind::Q5_0 => GgmlDType::Q5_0,
-            Kind::Q8_0 => GgmlDType::Q8_0,
-        }
-    }
-
-    /// Bytes of one GGUF block (32 values).
-    pub fn block_bytes(self) -> usize {
-        match self {
-            Kind::Q4_0 => 18,
-            Kind::Q4_1 => 20,
-            Kind::Q5_0 => 22,
-            Kind::Q8_0 => 34,
-        }
-    }
-
-    /// Bytes of one panel block: the same 16 blocks, rearranged. It opens with the 16 f16 scales
-    /// (then Q4_1's 16 f16 minimums, or Q5_0's 16 words of fifth bits), followed by the values
-    /// as 64-byte vectors whose lane `r` holds 4 bytes of row `r`.
-    pub fn panel_bytes(self) -> usize {
-        PANEL * self.block_bytes()
-    }
 }
 
 /// Where Q5_0's fifth bit of value `4 * g + j` (group `g` of 8, byte `j` of 4) sits in its
@@ -72,6 +36,8 @@ pub const fn fifth_bit_slot(g: usize) -> usize {
 /// A weight matrix `[n, k]` in panel form.
 pub struct Packed {
     kind: Kind,
+    /// Bytes of one GGUF block of the weight's type (32 values).
+    block_bytes: usize,
     n: usize,
     k: usize,
     data: Vec<u8>,
@@ -100,45 +66,52 @@ impl Packed {
     /// them. `None` for a type without a panel form. The layout is the same on every CPU;
     /// [`Packed::matmul`] needs [`available`].
     pub fn new(ty: GgmlDType, n: usize, k: usize, bytes: &[u8], mut done: impl FnMut(usize)) -> Option<Packed> {
-        let kind = Kind::of(ty).filter(|_| k % QK == 0 && k > 0)?;
-        let (bb, blocks) = (kind.block_bytes(), k / QK);
+        let info = TypeInfo::of(ty).filter(|_| k % QK == 0 && k > 0)?;
+        let (kind, bb, blocks) = (info.packed?, info.bytes, k / QK);
         let row_bytes = blocks * bb;
         assert!(bytes.len() >= n * row_bytes, "a weight of {n} rows of {k} needs {} bytes", n * row_bytes);
-        let panels = n.div_ceil(PANEL);
-        let mut data = vec![0u8; panels * blocks * kind.panel_bytes()];
+        let (panels, panel_bytes) = (n.div_ceil(PANEL), PANEL * bb);
+        let mut data = vec![0u8; panels * blocks * panel_bytes];
         for p in 0..panels {
             let rows = PANEL.min(n - p * PANEL);
             let src = &bytes[p * PANEL * row_bytes..(p * PANEL + rows) * row_bytes];
             for b in 0..blocks {
-                let dst = &mut data[(p * blocks + b) * kind.panel_bytes()..][..kind.panel_bytes()];
+                let dst = &mut data[(p * blocks + b) * panel_bytes..][..panel_bytes];
                 for r in 0..rows {
                     pack_block(kind, &src[r * row_bytes + b * bb..][..bb], r, dst);
                 }
             }
             done((p * PANEL + rows) * row_bytes);
         }
-        Some(Packed { kind, n, k, data })
+        Some(Packed { kind, block_bytes: bb, n, k, data })
     }
 
     pub fn kind(&self) -> Kind {
         self.kind
     }
 
+    /// Bytes of one panel block: the same 16 blocks, rearranged. It opens with the 16 f16 scales
+    /// (then Q4_1's 16 f16 minimums, or Q5_0's 16 words of fifth bits), followed by the values
+    /// as 64-byte vectors whose lane `r` holds 4 bytes of row `r`.
+    pub fn panel_bytes(&self) -> usize {
+        PANEL * self.block_bytes
+    }
+
     pub fn dims(&self) -> (usize, usize) {
         (self.n, self.k)
     }
 
-    /// The panel data: panel `p`'s block `b` at `(p * k / 32 + b) * kind.panel_bytes()`.
+    /// The panel data: panel `p`'s block `b` at `(p * k / 32 + b) * panel_bytes()`.
     pub fn data(&self) -> &[u8] {
         &self.data
     }
 
     /// Row `i` dequantized into `out` (`k` values), as ggml dequantizes its blocks.
     pub fn row(&self, i: usize, out: &mut [f32]) {
-        let (kind, blocks) = (self.kind, self.k / QK);
+        let (kind, blocks, panel_bytes) = (self.kind, self.k / QK, self.panel_bytes());
         let (p, r) = (i / PANEL, i % PANEL);
         for (b, out) in out.chunks_exact_mut(QK).enumerate() {
-            let pb = &self.data[(p * blocks + b) * kind.panel_bytes()..][..kind.panel_bytes()];
+            let pb = &self.data[(p * blocks + b) * panel_bytes..][..panel_bytes];
             let half = |at: usize| f16::from_le_bytes([pb[at], pb[at + 1]]).to_f32();
             let d = half(2 * r);
             // Byte j of value group g: 4-bit values hold groups g and g + 4 in one byte.

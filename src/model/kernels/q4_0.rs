@@ -5,9 +5,10 @@
 use half::f16;
 
 use super::{QRows, QK, TILE};
+use crate::model::tensor_type::TensorType;
 
 /// Bytes of one block: f16 scale, 16 bytes of nibbles (value = scale × (nibble − 8)).
-pub const BYTES: usize = 18;
+pub const BYTES: usize = TensorType::Q4_0.block_bytes();
 
 /// One weight row against `dst.len()` (≤ TILE) activation rows stored one after another, in
 /// scalar code: for CPUs without AVX2, FMA and F16C (`super::kernel` picks `avx2::dot_rows`

@@ -5,9 +5,10 @@
 use half::f16;
 
 use super::{QRows, QK, TILE};
+use crate::model::tensor_type::TensorType;
 
 /// Bytes of one block: f16 scale, f16 minimum, 16 bytes of nibbles.
-pub const BYTES: usize = 20;
+pub const BYTES: usize = TensorType::Q4_1.block_bytes();
 
 /// One weight row against `dst.len()` (≤ TILE) activation rows stored one after another, in
 /// scalar code: for CPUs without AVX2, FMA and F16C (`super::kernel` picks `avx2::dot_rows`

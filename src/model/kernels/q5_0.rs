@@ -2,9 +2,11 @@
 //! llama.cpp). candle's AVX path re-reads and unpacks the weight for every activation row; this
 //! one unpacks each block once for up to a tile of rows.
 
+use crate::model::tensor_type::TensorType;
+
 /// Bytes of one block: f16 scale, 32 high bits, 16 bytes of low nibbles
 /// (value = scale × ((nibble | high bit << 4) − 16)).
-pub const BYTES: usize = 22;
+pub const BYTES: usize = TensorType::Q5_0.block_bytes();
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {

@@ -2,8 +2,10 @@
 //! same instructions as candle's `vec_dot_q8_0_q8_0` in the same order, so results are identical;
 //! each weight block is loaded once for up to [`TILE`](super::TILE) rows instead of once per row.
 
+use crate::model::tensor_type::TensorType;
+
 /// Bytes of one block: f16 scale, 32 signed bytes.
-pub const BYTES: usize = 34;
+pub const BYTES: usize = TensorType::Q8_0.block_bytes();
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {

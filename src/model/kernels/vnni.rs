@@ -229,7 +229,7 @@ unsafe fn tile<L: Layout, const R: usize>(w: *const u8, bytes: usize, blocks: us
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn panel<L: Layout>(w: &Packed, a: &Acts, m: usize, p: usize, out: *mut f32) {
     let (n, k) = w.dims();
-    let (blocks, bytes) = (k / QK, w.kind().panel_bytes());
+    let (blocks, bytes) = (k / QK, w.panel_bytes());
     let lanes = if (p + 1) * PANEL <= n { 0xFFFF } else { (1u16 << (n - p * PANEL)) - 1 };
     let wp = w.data().as_ptr().add(p * blocks * bytes);
     let o = |row0: usize| out.add(row0 * n + p * PANEL);
