@@ -1,7 +1,9 @@
-//! hearth's own quantized matmuls (Q4_0, Q4_1, Q5_0, Q8_0) on random data, for every row count (1
-//! row, partial and full tiles, many rows) and odd shapes: against a dequantize-then-f32 reference
-//! within the error that quantizing the activations to 8 bits allows, and against candle's
-//! `QMatMul` (same quantized products) within float rounding; Q8_0 equals candle bit for bit.
+//! hearth's own quantized matmuls (Q4_0, Q4_1, Q5_0, Q8_0; in panels also Q4_K, Q5_K, Q6_K) on
+//! random data, for every row count (1 row, partial and full tiles, many rows) and odd shapes:
+//! against a dequantize-then-f32 reference within the error that quantizing the activations to
+//! 8 bits allows (per 32 values; per 256, as ggml's Q8_K, for the K-quants), and against
+//! candle's per-block products (the same integer products) within float rounding; Q8_0 equals
+//! candle bit for bit.
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Tensor};
@@ -38,8 +40,9 @@ fn run(ours: Ours, ty: GgmlDType, m: usize, k: usize, n: usize, scale: f64) -> (
     let (mut reference, mut bound) = (vec![vec![0f64; n]; m], vec![vec![0f64; n]; m]);
     for (r, xr) in xf.iter().enumerate() {
         // Each activation moves by at most half its block's step (amax / 127) when quantized,
-        // plus the f16 rounding of that step.
-        let err: Vec<f64> = xr.chunks(32).flat_map(|b| {
+        // plus the f16 rounding of that step; the K-quants' activation blocks are 256 long.
+        let group = if ty.block_size() == 256 { 256 } else { 32 };
+        let err: Vec<f64> = xr.chunks(group).flat_map(|b| {
             let amax = b.iter().fold(0f32, |a, v| a.max(v.abs())) as f64;
             b.iter().map(move |v| amax / 254.0 + v.abs() as f64 * 1e-3)
         }).collect();
@@ -56,8 +59,9 @@ fn run(ours: Ours, ty: GgmlDType, m: usize, k: usize, n: usize, scale: f64) -> (
 /// candle's ggml-style matmul (`vec_dot` over blocks of 32), called directly: `QMatMul` may
 /// instead take candle's repacked path (on CPUs with AVX-512 VNNI, for Q8_0 rows of a multiple
 /// of 256), which quantizes the activations over 256 values and so is not the same product.
+/// The K-quants' products are over ggml's Q8_K activations (per 256 values), as ours.
 fn candle_per_block(w: &QTensor, xf: &[Vec<f32>]) -> Vec<Vec<f32>> {
-    use candle_core::quantized::k_quants::{matmul, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ8_0, GgmlType};
+    use candle_core::quantized::k_quants::{matmul, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ6K, BlockQ8_0, GgmlType};
     fn blocks<B: GgmlType>(bytes: &[u8]) -> &[B] {
         assert_eq!(bytes.as_ptr().align_offset(std::mem::align_of::<B>()), 0);
         // SAFETY: a QTensor's storage is a Vec of blocks viewed as bytes (aligned, checked).
@@ -73,6 +77,9 @@ fn candle_per_block(w: &QTensor, xf: &[Vec<f32>]) -> Vec<Vec<f32>> {
         GgmlDType::Q4_1 => matmul((m, k, n), &lhs, blocks::<BlockQ4_1>(&data), &mut dst),
         GgmlDType::Q5_0 => matmul((m, k, n), &lhs, blocks::<BlockQ5_0>(&data), &mut dst),
         GgmlDType::Q8_0 => matmul((m, k, n), &lhs, blocks::<BlockQ8_0>(&data), &mut dst),
+        GgmlDType::Q4K => matmul((m, k, n), &lhs, blocks::<BlockQ4K>(&data), &mut dst),
+        GgmlDType::Q5K => matmul((m, k, n), &lhs, blocks::<BlockQ5K>(&data), &mut dst),
+        GgmlDType::Q6K => matmul((m, k, n), &lhs, blocks::<BlockQ6K>(&data), &mut dst),
         ty => panic!("no per-block candle matmul for {ty:?} here"),
     }
     .unwrap();
@@ -130,14 +137,20 @@ fn q8_0_matches_the_f32_reference_and_candle_bit_for_bit() {
     }
 }
 
-const PANEL_TYPES: [GgmlDType; 4] = [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q8_0];
+const PANEL_TYPES: [GgmlDType; 7] =
+    [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q8_0, GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K];
+
+/// `k` rounded up to whole blocks of `ty` (256 values for the K-quants).
+fn width(ty: GgmlDType, k: usize) -> usize {
+    k.div_ceil(ty.block_size()) * ty.block_size()
+}
 
 /// A row's result must not depend on how many rows share its tile: a sequence decoded alone
 /// and in a batch gets the same numbers (so the same greedy text).
-fn same_alone_and_in_a_tile(ours: Ours, rows: usize) {
+fn same_alone_and_in_a_tile(ours: Ours, types: &[GgmlDType], rows: usize) {
     let dev = Device::Cpu;
-    for ty in PANEL_TYPES {
-        let (k, n) = (608, 37);
+    for &ty in types {
+        let (k, n) = (width(ty, 608), 37);
         let w = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap(), ty).unwrap();
         let x = Tensor::randn(0f32, 1.0, (rows, k), &dev).unwrap();
         let all = ours(&w, &x).to_vec2::<f32>().unwrap();
@@ -150,7 +163,7 @@ fn same_alone_and_in_a_tile(ours: Ours, rows: usize) {
 
 #[test]
 fn a_row_gets_the_same_result_alone_and_in_a_tile() {
-    same_alone_and_in_a_tile(row_kernels, 7);
+    same_alone_and_in_a_tile(row_kernels, &PANEL_TYPES[..4], 7);
 }
 
 /// The panel layout holds every block exactly: each row read back equals candle's dequantization.
@@ -158,7 +171,7 @@ fn a_row_gets_the_same_result_alone_and_in_a_tile() {
 fn panels_hold_the_blocks_exactly() {
     let dev = Device::Cpu;
     for ty in PANEL_TYPES {
-        for (n, k) in [(37, 96), (16, 32), (5, 640)] {
+        for (n, k) in [(37, width(ty, 96)), (16, width(ty, 32)), (5, width(ty, 640))] {
             let w = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap(), ty).unwrap();
             let p = panels(&w);
             assert_eq!(p.dims(), (n, k));
@@ -171,8 +184,8 @@ fn panels_hold_the_blocks_exactly() {
             assert!(p.rows(&Tensor::new(&[n as u32], &dev).unwrap()).is_err(), "a row past the end is refused");
         }
     }
-    let k4 = QTensor::quantize(&Tensor::zeros((4, 256), DType::F32, &dev).unwrap(), GgmlDType::Q4K).unwrap();
-    assert!(Packed::new(GgmlDType::Q4K, 4, 256, &k4.data().unwrap(), |_| {}).is_none(), "K-quants have no panel form");
+    let q51 = QTensor::quantize(&Tensor::zeros((4, 256), DType::F32, &dev).unwrap(), GgmlDType::Q5_1).unwrap();
+    assert!(Packed::new(GgmlDType::Q5_1, 4, 256, &q51.data().unwrap(), |_| {}).is_none(), "Q5_1 has no panel form");
 }
 
 /// The panel kernels (CPUs with AVX-512 VNNI) against the f32 reference and candle, for every
@@ -189,10 +202,10 @@ fn panel_kernels_match_the_f32_reference_and_candle() {
     let shapes = [(1, 576, 1536), (2, 64, 33), (3, 96, 7), (8, 576, 192), (5, 32, 1), (9, 1536, 576), (17, 640, 100), (1, 288, 3), (23, 64, 48)];
     for ty in PANEL_TYPES {
         for (i, &(m, k, n)) in shapes.iter().enumerate() {
-            check_with(panel_kernels, ty, m, k, n, i as f64 + 0.5);
+            check_with(panel_kernels, ty, m, width(ty, k), n, i as f64 + 0.5);
         }
     }
-    same_alone_and_in_a_tile(panel_kernels, 19);
+    same_alone_and_in_a_tile(panel_kernels, &PANEL_TYPES, 19);
 }
 
 /// Several weights of mixed types against one input in one pass (a layer's q, k and v) give each
@@ -203,8 +216,8 @@ fn panels_of_several_weights_in_one_pass_equal_each_alone() {
         return;
     }
     let dev = Device::Cpu;
-    let k = 320;
-    let ws: Vec<Packed> = [(GgmlDType::Q4_0, 48), (GgmlDType::Q8_0, 17), (GgmlDType::Q5_0, 16), (GgmlDType::Q4_1, 70)]
+    let k = 512;
+    let ws: Vec<Packed> = [(GgmlDType::Q4_0, 48), (GgmlDType::Q8_0, 17), (GgmlDType::Q4K, 33), (GgmlDType::Q5_0, 16), (GgmlDType::Q6K, 20), (GgmlDType::Q4_1, 70), (GgmlDType::Q5K, 3)]
         .into_iter()
         .map(|(ty, n)| panels(&QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap(), ty).unwrap()))
         .collect();

@@ -68,9 +68,9 @@ table! {
     Q8_1    =  9:  32 x  36, true,  None,          None,     None;
     Q2_K    = 10: 256 x  84, true,  Some(G::Q2K),  Some(10), None;
     Q3_K    = 11: 256 x 110, true,  Some(G::Q3K),  None,     None;
-    Q4_K    = 12: 256 x 144, true,  Some(G::Q4K),  None,     None;
-    Q5_K    = 13: 256 x 176, true,  Some(G::Q5K),  None,     None;
-    Q6_K    = 14: 256 x 210, true,  Some(G::Q6K),  Some(18), None;
+    Q4_K    = 12: 256 x 144, true,  Some(G::Q4K),  None,     Some(Kind::Q4K);
+    Q5_K    = 13: 256 x 176, true,  Some(G::Q5K),  None,     Some(Kind::Q5K);
+    Q6_K    = 14: 256 x 210, true,  Some(G::Q6K),  Some(18), Some(Kind::Q6K);
     Q8_K    = 15: 256 x 292, true,  None,          None,     None;
     IQ2_XXS = 16: 256 x  66, true,  None,          None,     None;
     IQ2_XS  = 17: 256 x  74, true,  None,          None,     None;
@@ -202,9 +202,10 @@ mod tests {
     }
 
     #[test]
-    fn panel_layouts_are_loadable_32_blocks() {
+    fn panel_layouts_are_loadable_32_or_256_blocks() {
         for t in TensorType::TABLE.iter().filter(|t| t.packed.is_some()) {
-            assert_eq!(t.block, crate::model::kernels::QK, "{}", t.name);
+            let want = if t.packed.unwrap().is_k() { crate::model::kernels::kpanels::QK_K } else { crate::model::kernels::QK };
+            assert_eq!(t.block, want, "{}", t.name);
             assert!(t.candle.is_some(), "{}", t.name);
         }
     }

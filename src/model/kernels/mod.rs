@@ -27,6 +27,7 @@ pub mod activation;
 pub mod attention;
 pub mod cuda;
 pub mod dequant;
+pub mod kpanels;
 pub mod packed;
 pub mod q4_0;
 pub mod q4_1;
@@ -34,6 +35,8 @@ pub mod q5_0;
 pub mod q8_0;
 #[cfg(target_arch = "x86_64")]
 mod vnni;
+#[cfg(target_arch = "x86_64")]
+mod vnni_k;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Result, Storage, Tensor};

@@ -1,4 +1,5 @@
-//! Weights repacked in panels of 16 rows for CPUs with AVX-512 VNNI (Q4_0, Q4_1, Q5_0, Q8_0), as
+//! Weights repacked in panels of 16 rows for CPUs with AVX-512 VNNI (Q4_0, Q4_1, Q5_0, Q8_0, and
+//! the K-quants Q4_K, Q5_K, Q6_K laid out in `kpanels`), as
 //! llama.cpp repacks Q4_0: in each panel, block by block, the rows' 4-byte groups interleave so
 //! that one `vpdpbusd` multiplies 16 weight rows by 4 activation values and each row's sum lands
 //! in its own lane; no horizontal sums, and a block's scales convert 16 at a time. The packed
@@ -24,6 +25,16 @@ pub enum Kind {
     Q4_1,
     Q5_0,
     Q8_0,
+    Q4K,
+    Q5K,
+    Q6K,
+}
+
+impl Kind {
+    /// A K-quant (blocks of 256, laid out by `kpanels`).
+    pub fn is_k(self) -> bool {
+        matches!(self, Kind::Q4K | Kind::Q5K | Kind::Q6K)
+    }
 }
 
 /// Where Q5_0's fifth bit of value `4 * g + j` (group `g` of 8, byte `j` of 4) sits in its
@@ -36,7 +47,8 @@ pub const fn fifth_bit_slot(g: usize) -> usize {
 /// A weight matrix `[n, k]` in panel form.
 pub struct Packed {
     kind: Kind,
-    /// Bytes of one GGUF block of the weight's type (32 values).
+    /// Values and bytes of one GGUF block of the weight's type.
+    block: usize,
     block_bytes: usize,
     n: usize,
     k: usize,
@@ -66,8 +78,8 @@ impl Packed {
     /// them. `None` for a type without a panel form. The layout is the same on every CPU;
     /// [`Packed::matmul`] needs [`available`].
     pub fn new(ty: GgmlDType, n: usize, k: usize, bytes: &[u8], mut done: impl FnMut(usize)) -> Option<Packed> {
-        let info = TypeInfo::of(ty).filter(|_| k % QK == 0 && k > 0)?;
-        let (kind, bb, blocks) = (info.packed?, info.bytes, k / QK);
+        let info = TypeInfo::of(ty).filter(|t| k % t.block == 0 && k > 0)?;
+        let (kind, bb, blocks) = (info.packed?, info.bytes, k / info.block);
         let row_bytes = blocks * bb;
         assert!(bytes.len() >= n * row_bytes, "a weight of {n} rows of {k} needs {} bytes", n * row_bytes);
         let (panels, panel_bytes) = (n.div_ceil(PANEL), PANEL * bb);
@@ -83,7 +95,7 @@ impl Packed {
             }
             done((p * PANEL + rows) * row_bytes);
         }
-        Some(Packed { kind, block_bytes: bb, n, k, data })
+        Some(Packed { kind, block: info.block, block_bytes: bb, n, k, data })
     }
 
     pub fn kind(&self) -> Kind {
@@ -101,17 +113,26 @@ impl Packed {
         (self.n, self.k)
     }
 
-    /// The panel data: panel `p`'s block `b` at `(p * k / 32 + b) * panel_bytes()`.
+    /// Values per block: 32, or 256 for the K-quants.
+    pub fn block(&self) -> usize {
+        self.block
+    }
+
+    /// The panel data: panel `p`'s block `b` at `(p * k / block() + b) * panel_bytes()`.
     pub fn data(&self) -> &[u8] {
         &self.data
     }
 
     /// Row `i` dequantized into `out` (`k` values), as ggml dequantizes its blocks.
     pub fn row(&self, i: usize, out: &mut [f32]) {
-        let (kind, blocks, panel_bytes) = (self.kind, self.k / QK, self.panel_bytes());
+        let (kind, blocks, panel_bytes) = (self.kind, self.k / self.block, self.panel_bytes());
         let (p, r) = (i / PANEL, i % PANEL);
-        for (b, out) in out.chunks_exact_mut(QK).enumerate() {
+        for (b, out) in out.chunks_exact_mut(self.block).enumerate() {
             let pb = &self.data[(p * blocks + b) * panel_bytes..][..panel_bytes];
+            if kind.is_k() {
+                super::kpanels::dequantize(kind, self.block_bytes, pb, r, out);
+                continue;
+            }
             let half = |at: usize| f16::from_le_bytes([pb[at], pb[at + 1]]).to_f32();
             let d = half(2 * r);
             // Byte j of value group g: 4-bit values hold groups g and g + 4 in one byte.
@@ -128,6 +149,7 @@ impl Packed {
                         d * ((nibble(96) as u32 | fifth << 4) as f32 - 16.0)
                     }
                     Kind::Q8_0 => d * (byte(32, g, j) ^ 0x80) as i8 as f32,
+                    Kind::Q4K | Kind::Q5K | Kind::Q6K => unreachable!("dequantized above"),
                 };
             }
         }
@@ -178,6 +200,9 @@ impl Packed {
 
 /// Writes GGUF block `src` of type `kind` as row `r` of panel block `dst`.
 fn pack_block(kind: Kind, src: &[u8], r: usize, dst: &mut [u8]) {
+    if kind.is_k() {
+        return super::kpanels::pack_block(kind, src, r, dst);
+    }
     dst[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
     // Four bytes of every value group `g` to lane r of vector g at `at`.
     let lanes = |dst: &mut [u8], at: usize, values: &[u8], flip: u8| {
@@ -204,5 +229,6 @@ fn pack_block(kind: Kind, src: &[u8], r: usize, dst: &mut [u8]) {
         }
         // Signed bytes stored offset by 128, as `vpdpbusd` wants its unsigned operand.
         Kind::Q8_0 => lanes(dst, 32, &src[2..34], 0x80),
+        Kind::Q4K | Kind::Q5K | Kind::Q6K => unreachable!("packed above"),
     }
 }

@@ -18,21 +18,21 @@ use super::{OutPtr, QK};
 pub const ROWS: usize = 8;
 
 /// Activation rows quantized: block `b` of row `r` at `r * blocks + b`.
-struct Acts {
-    qs: Vec<[i8; QK]>,
+pub(super) struct Acts {
+    pub qs: Vec<[i8; QK]>,
     /// ggml's Q8_0 scale (f16-rounded).
-    d: Vec<f32>,
+    pub d: Vec<f32>,
     /// The block's integer sum.
-    sum: Vec<i32>,
+    pub sum: Vec<i32>,
     /// Q8_1's `d × sum` (f16-rounded), for Q4_1's minimums.
-    s: Vec<f32>,
+    pub s: Vec<f32>,
 }
 
 /// Rounding half away from zero, as `f32::round` (and so ggml's and candle's scalar quantizers):
 /// to nearest even, except that a tie steps away from the truncated value.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn round_away(x: __m512) -> __m512 {
+pub(super) unsafe fn round_away(x: __m512) -> __m512 {
     let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(x);
     let even = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
     let frac = _mm512_sub_ps(x, t);
@@ -89,8 +89,20 @@ unsafe fn quantize(xs: &[f32], m: usize, k: usize) -> Acts {
     a
 }
 
-/// How one panel block's values become the unsigned operands of `vpdpbusd`.
-trait Layout {
+/// A panel layout's arithmetic: how one panel block (16 rows of one GGUF block each) meets the
+/// activation rows of a tile.
+pub(super) trait Layout {
+    /// Values per block: 32, or 256 for the K-quants.
+    const BLOCK: usize;
+    /// The quantized activations it meets.
+    type Acts;
+    /// Adds panel block `p` times the tile's rows to `acc`: row `r`'s first 32 activation
+    /// values of the block are the `first + r * stride`-th 32 of the activations.
+    unsafe fn block<const R: usize>(p: *const u8, a: &Self::Acts, first: usize, stride: usize, acc: &mut [__m512; R]);
+}
+
+/// How one 32-value panel block's values become the unsigned operands of `vpdpbusd`.
+trait Small {
     /// Subtracted from each unsigned operand to give the stored value (none for Q4_1).
     const OFFSET: i32;
     /// Where the value vectors start in a panel block.
@@ -114,7 +126,7 @@ unsafe fn nibble_operands(v: *const u8) -> [__m512i; 8] {
 }
 
 struct Q4_0;
-impl Layout for Q4_0 {
+impl Small for Q4_0 {
     const OFFSET: i32 = 8;
     const VALUES: usize = 32;
     #[target_feature(enable = "avx512f,avx512bw")]
@@ -125,7 +137,7 @@ impl Layout for Q4_0 {
 }
 
 struct Q4_1;
-impl Layout for Q4_1 {
+impl Small for Q4_1 {
     const OFFSET: i32 = 0;
     const VALUES: usize = 64;
     #[target_feature(enable = "avx512f,avx512bw")]
@@ -136,7 +148,7 @@ impl Layout for Q4_1 {
 }
 
 struct Q5_0;
-impl Layout for Q5_0 {
+impl Small for Q5_0 {
     const OFFSET: i32 = 16;
     const VALUES: usize = 96;
     /// The nibbles with each value's fifth bit rotated into bit 4 (see `packed::fifth_bit_slot`:
@@ -166,7 +178,7 @@ impl Layout for Q5_0 {
 }
 
 struct Q8_0;
-impl Layout for Q8_0 {
+impl Small for Q8_0 {
     const OFFSET: i32 = 128;
     const VALUES: usize = 32;
     #[target_feature(enable = "avx512f,avx512bw")]
@@ -183,26 +195,22 @@ impl Layout for Q8_0 {
 /// Sixteen f16 values at `p` as floats.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn halves(p: *const u8) -> __m512 {
+pub(super) unsafe fn halves(p: *const u8) -> __m512 {
     _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
 }
 
-/// Panel `panel` (its blocks at `w`) against activation rows `row0..row0 + R`, writing the first
-/// `lanes` of each row's 16 results to `out` (row `r` at `out + r * ldo`).
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-#[inline]
-unsafe fn tile<L: Layout, const R: usize>(w: *const u8, bytes: usize, blocks: usize, a: &Acts, row0: usize, out: *mut f32, ldo: usize, lanes: __mmask16) {
-    let mut acc = [_mm512_setzero_ps(); R];
-    for b in 0..blocks {
-        let p = w.add(b * bytes);
-        for line in (0..bytes).step_by(64) {
-            super::prefetch(p.add(line));
-        }
+impl<L: Small> Layout for L {
+    const BLOCK: usize = QK;
+    type Acts = Acts;
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn block<const R: usize>(p: *const u8, a: &Acts, first: usize, stride: usize, acc: &mut [__m512; R]) {
         let ops = L::operands(p);
         let dw = halves(p);
         let mins = if L::OFFSET == 0 { halves(p.add(32)) } else { _mm512_setzero_ps() };
         for (r, acc) in acc.iter_mut().enumerate() {
-            let at = (row0 + r) * blocks + b;
+            let at = first + r * stride;
             let y = a.qs.get_unchecked(at).as_ptr() as *const i32;
             let mut i0 = _mm512_set1_epi32(-L::OFFSET * *a.sum.get_unchecked(at));
             let mut i1 = _mm512_setzero_si512();
@@ -217,6 +225,23 @@ unsafe fn tile<L: Layout, const R: usize>(w: *const u8, bytes: usize, blocks: us
             }
         }
     }
+}
+
+/// Panel `panel` (its blocks at `w`) against activation rows `row0..row0 + R`, writing the first
+/// `lanes` of each row's 16 results to `out` (row `r` at `out + r * ldo`). `stride` is the
+/// activation blocks (of 32) per row.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn tile<L: Layout, const R: usize>(w: *const u8, bytes: usize, stride: usize, a: &L::Acts, row0: usize, out: *mut f32, ldo: usize, lanes: __mmask16) {
+    let mut acc = [_mm512_setzero_ps(); R];
+    let per_block = L::BLOCK / QK;
+    for b in 0..stride / per_block {
+        let p = w.add(b * bytes);
+        for line in (0..bytes).step_by(64) {
+            super::prefetch(p.add(line));
+        }
+        L::block::<R>(p, a, row0 * stride + b * per_block, stride, &mut acc);
+    }
     for (r, acc) in acc.iter().enumerate() {
         _mm512_mask_storeu_ps(out.add(r * ldo), lanes, *acc);
     }
@@ -227,26 +252,26 @@ unsafe fn tile<L: Layout, const R: usize>(w: *const u8, bytes: usize, blocks: us
 /// # Safety
 /// `out` must hold `m * n` floats, and nothing else may write panel p's columns meanwhile.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn panel<L: Layout>(w: &Packed, a: &Acts, m: usize, p: usize, out: *mut f32) {
+unsafe fn panel<L: Layout>(w: &Packed, a: &L::Acts, m: usize, p: usize, out: *mut f32) {
     let (n, k) = w.dims();
-    let (blocks, bytes) = (k / QK, w.panel_bytes());
+    let (stride, bytes) = (k / QK, w.panel_bytes());
     let lanes = if (p + 1) * PANEL <= n { 0xFFFF } else { (1u16 << (n - p * PANEL)) - 1 };
-    let wp = w.data().as_ptr().add(p * blocks * bytes);
+    let wp = w.data().as_ptr().add(p * (k / L::BLOCK) * bytes);
     let o = |row0: usize| out.add(row0 * n + p * PANEL);
     let mut row0 = 0;
     while row0 + ROWS <= m {
-        tile::<L, ROWS>(wp, bytes, blocks, a, row0, o(row0), n, lanes);
+        tile::<L, ROWS>(wp, bytes, stride, a, row0, o(row0), n, lanes);
         row0 += ROWS;
     }
     match m - row0 {
         0 => {}
-        1 => tile::<L, 1>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
-        2 => tile::<L, 2>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
-        3 => tile::<L, 3>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
-        4 => tile::<L, 4>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
-        5 => tile::<L, 5>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
-        6 => tile::<L, 6>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
-        _ => tile::<L, 7>(wp, bytes, blocks, a, row0, o(row0), n, lanes),
+        1 => tile::<L, 1>(wp, bytes, stride, a, row0, o(row0), n, lanes),
+        2 => tile::<L, 2>(wp, bytes, stride, a, row0, o(row0), n, lanes),
+        3 => tile::<L, 3>(wp, bytes, stride, a, row0, o(row0), n, lanes),
+        4 => tile::<L, 4>(wp, bytes, stride, a, row0, o(row0), n, lanes),
+        5 => tile::<L, 5>(wp, bytes, stride, a, row0, o(row0), n, lanes),
+        6 => tile::<L, 6>(wp, bytes, stride, a, row0, o(row0), n, lanes),
+        _ => tile::<L, 7>(wp, bytes, stride, a, row0, o(row0), n, lanes),
     }
 }
 
@@ -261,7 +286,9 @@ pub unsafe fn matmul_many(ws: &[&Packed], xs: &[f32], m: usize, outs: &mut [Vec<
     let k = ws[0].dims().1;
     assert!(ws.len() == outs.len() && xs.len() == m * k);
     assert!(ws.iter().zip(outs.iter()).all(|(w, o)| w.dims().1 == k && o.len() == m * w.dims().0));
-    let a = quantize(xs, m, k);
+    // Activations in blocks of 32 for the 32-value types, in ggml's Q8_K for the K-quants.
+    let small = ws.iter().any(|w| !w.kind().is_k()).then(|| quantize(xs, m, k));
+    let big = ws.iter().any(|w| w.kind().is_k()).then(|| super::vnni_k::quantize(xs, m, k));
     // Panel i of the whole call is panel i - starts[j] of weight j.
     let mut starts = Vec::with_capacity(ws.len());
     let mut total = 0;
@@ -278,10 +305,13 @@ pub unsafe fn matmul_many(ws: &[&Packed], xs: &[f32], m: usize, outs: &mut [Vec<
             // the outputs outlive the pool call.
             unsafe {
                 match w.kind() {
-                    Kind::Q4_0 => panel::<Q4_0>(w, &a, m, p, out),
-                    Kind::Q4_1 => panel::<Q4_1>(w, &a, m, p, out),
-                    Kind::Q5_0 => panel::<Q5_0>(w, &a, m, p, out),
-                    Kind::Q8_0 => panel::<Q8_0>(w, &a, m, p, out),
+                    Kind::Q4_0 => panel::<Q4_0>(w, small.as_ref().expect("quantized for this type"), m, p, out),
+                    Kind::Q4_1 => panel::<Q4_1>(w, small.as_ref().expect("quantized for this type"), m, p, out),
+                    Kind::Q5_0 => panel::<Q5_0>(w, small.as_ref().expect("quantized for this type"), m, p, out),
+                    Kind::Q8_0 => panel::<Q8_0>(w, small.as_ref().expect("quantized for this type"), m, p, out),
+                    Kind::Q4K => panel::<super::vnni_k::Q4K>(w, big.as_ref().expect("quantized for this type"), m, p, out),
+                    Kind::Q5K => panel::<super::vnni_k::Q5K>(w, big.as_ref().expect("quantized for this type"), m, p, out),
+                    Kind::Q6K => panel::<super::vnni_k::Q6K>(w, big.as_ref().expect("quantized for this type"), m, p, out),
                 }
             }
         }

@@ -1,0 +1,130 @@
+//! The panel layouts of the K-quants (Q4_K, Q5_K, Q6_K: blocks of 256 values in sub-blocks of
+//! 32 or 16, with 6- or 8-bit sub-block scales): where each byte of a row's GGUF block goes in a
+//! panel block of 16 rows. Packing is a pure permutation of the file's bytes (a panel block is
+//! exactly 16 GGUF blocks), so the same map packs and unpacks, and a row read back is the file's
+//! block, dequantized by candle's own `to_float`.
+//!
+//! Every layout opens with the 16 rows' f16 scales (`d`, then Q4_K's and Q5_K's `dmin`); the
+//! other fields are "lane runs": 64-byte vectors whose lane `r` (4 bytes) holds 4 consecutive
+//! bytes of row `r`, so that one `vpdpbusd` meets 4 values of each of 16 rows, and a field's
+//! 32-byte stretch `s` fills eight vectors (512 bytes) from `base + 512 * s`.
+//!
+//! | type | 16 × d | 16 × dmin | scales (lane runs) | qh (lane runs) | qs / ql (lane runs) |
+//! |------|--------|-----------|--------------------|----------------|---------------------|
+//! | Q4_K | 0      | 32        | 64 (12 bytes)      | —              | 256 (128 bytes)     |
+//! | Q5_K | 0      | 32        | 64 (12 bytes)      | 256 (32 bytes) | 768 (128 bytes)     |
+//! | Q6_K | 0      | —         | 32 (16 bytes)      | 2336 (64 bytes)| 288 (128 bytes)     |
+
+use candle_core::quantized::k_quants::{BlockQ4K, BlockQ5K, BlockQ6K, GgmlType};
+
+use super::packed::Kind;
+
+/// Values per K-quant block.
+pub const QK_K: usize = 256;
+
+/// Where lane runs of panel fields start (bytes into a panel block).
+pub mod at {
+    /// Q4_K and Q5_K: 16 × f16 `dmin`, after the 16 × f16 `d`.
+    pub const DMIN: usize = 32;
+    /// Q4_K and Q5_K: the 12 bytes of packed 6-bit scales and minimums.
+    pub const SCALES: usize = 64;
+    pub const Q4K_QS: usize = 256;
+    pub const Q5K_QH: usize = 256;
+    pub const Q5K_QS: usize = 768;
+    /// Q6_K: the 16 signed 8-bit scales (one per 16 values).
+    pub const Q6K_SCALES: usize = 32;
+    pub const Q6K_QL: usize = 288;
+    pub const Q6K_QH: usize = 2336;
+}
+
+/// Byte `x` of a lane-run field at `base`, row `r`.
+const fn lanes(base: usize, x: usize, r: usize) -> usize {
+    base + 512 * (x / 32) + 64 * ((x % 32) / 4) + 4 * r + x % 4
+}
+
+/// Byte `x` (0 or 1) of row `r`'s f16 in a run of 16 halves at `base`.
+const fn halves(base: usize, x: usize, r: usize) -> usize {
+    base + 2 * r + x
+}
+
+/// Where byte `i` of row `r`'s GGUF block goes in the panel block.
+fn place(kind: Kind, i: usize, r: usize) -> usize {
+    match kind {
+        // d, dmin, scales[12], qs[128]
+        Kind::Q4K => match i {
+            0..2 => halves(0, i, r),
+            2..4 => halves(at::DMIN, i - 2, r),
+            4..16 => lanes(at::SCALES, i - 4, r),
+            _ => lanes(at::Q4K_QS, i - 16, r),
+        },
+        // d, dmin, scales[12], qh[32], qs[128]
+        Kind::Q5K => match i {
+            0..2 => halves(0, i, r),
+            2..4 => halves(at::DMIN, i - 2, r),
+            4..16 => lanes(at::SCALES, i - 4, r),
+            16..48 => lanes(at::Q5K_QH, i - 16, r),
+            _ => lanes(at::Q5K_QS, i - 48, r),
+        },
+        // ql[128], qh[64], scales[16], d
+        Kind::Q6K => match i {
+            0..128 => lanes(at::Q6K_QL, i, r),
+            128..192 => lanes(at::Q6K_QH, i - 128, r),
+            192..208 => lanes(at::Q6K_SCALES, i - 192, r),
+            _ => halves(0, i - 208, r),
+        },
+        _ => unreachable!("{kind:?} is not a K-quant"),
+    }
+}
+
+/// Writes GGUF block `src` as row `r` of panel block `dst`.
+pub fn pack_block(kind: Kind, src: &[u8], r: usize, dst: &mut [u8]) {
+    for (i, &byte) in src.iter().enumerate() {
+        dst[place(kind, i, r)] = byte;
+    }
+}
+
+/// Row `r` of panel block `pb` dequantized into `out` (256 values), by candle's `to_float` on
+/// the GGUF block the panel holds.
+pub fn dequantize(kind: Kind, bytes: usize, pb: &[u8], r: usize, out: &mut [f32]) {
+    // Two-byte aligned room for the largest block (Q6_K's 210 bytes).
+    let mut block = [0u16; 105];
+    // SAFETY: `block` has 210 bytes; u8 has no alignment or validity requirements.
+    let raw = unsafe { std::slice::from_raw_parts_mut(block.as_mut_ptr() as *mut u8, 210) };
+    for (i, byte) in raw[..bytes].iter_mut().enumerate() {
+        *byte = pb[place(kind, i, r)];
+    }
+    /// The block as candle's type `B` (`repr(C)`, two-byte aligned, `bytes` long).
+    fn to_float<B: GgmlType>(raw: &[u8], out: &mut [f32]) {
+        assert_eq!(std::mem::size_of::<B>(), raw.len());
+        // SAFETY: `raw` is two-byte aligned, as long as `B`, and every bit pattern is a valid
+        // block (bytes and f16s).
+        let b = unsafe { std::slice::from_raw_parts(raw.as_ptr() as *const B, 1) };
+        B::to_float(b, out);
+    }
+    match kind {
+        Kind::Q4K => to_float::<BlockQ4K>(&raw[..bytes], out),
+        Kind::Q5K => to_float::<BlockQ5K>(&raw[..bytes], out),
+        Kind::Q6K => to_float::<BlockQ6K>(&raw[..bytes], out),
+        _ => unreachable!("{kind:?} is not a K-quant"),
+    }
+}
+
+/// The layout table is a permutation of each panel block: no byte lost or written twice.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::kernels::packed::PANEL;
+
+    #[test]
+    fn every_panel_byte_has_exactly_one_source() {
+        for (kind, bytes) in [(Kind::Q4K, 144), (Kind::Q5K, 176), (Kind::Q6K, 210)] {
+            let mut seen = vec![0u8; PANEL * bytes];
+            for r in 0..PANEL {
+                for i in 0..bytes {
+                    seen[place(kind, i, r)] += 1;
+                }
+            }
+            assert!(seen.iter().all(|&n| n == 1), "{kind:?}");
+        }
+    }
+}
