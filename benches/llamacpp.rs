@@ -57,9 +57,18 @@ fn main() {
         let (opp, otg, orss) = (m(&ours, |r| r.0), m(&ours, |r| r.1), m(&ours, |r| r.2 as f64));
         let (tpp, ttg, trss) = (m(&theirs, |r| r.0), m(&theirs, |r| r.1), m(&theirs, |r| r.2 as f64));
         let name = path.file_name().unwrap().to_string_lossy();
+        // The median, then the spread (lowest–highest run) where there are several runs.
+        let show = |med: f64, v: &[(f64, f64, u64)], f: fn(&(f64, f64, u64)) -> f64| {
+            let (lo, hi) = v.iter().map(f).fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
+            if v.len() > 1 { format!("{med:.1} ({lo:.1}–{hi:.1})") } else { format!("{med:.1}") }
+        };
         println!(
-            "| {name} | {opp:.1} | {tpp:.1} | {:.2} | {otg:.1} | {ttg:.1} | {:.2} | {:.0} | {:.0} |",
+            "| {name} | {} | {} | {:.2} | {} | {} | {:.2} | {:.0} | {:.0} |",
+            show(opp, &ours, |r| r.0),
+            show(tpp, &theirs, |r| r.0),
             opp / tpp,
+            show(otg, &ours, |r| r.1),
+            show(ttg, &theirs, |r| r.1),
             otg / ttg,
             orss / 1048576.0,
             trss / 1048576.0

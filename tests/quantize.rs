@@ -168,6 +168,27 @@ fn the_writer_checks_sizes_and_leaves_nothing_when_unfinished() {
     assert!(!path.exists());
 }
 
+/// An empty array keeps its item type through a read and a write: llama.cpp refuses a file whose
+/// empty `tokenizer.ggml.merges` is not typed as strings (it once refused `hearth quantize`'s).
+#[test]
+fn empty_arrays_keep_their_item_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = vec![PlannedTensor { name: "a".into(), dims: vec![32], ty: TensorType(0) }];
+    let meta = BTreeMap::from([("tokenizer.ggml.merges".to_owned(), Value::EmptyArray(8))]);
+    let first = dir.path().join("first.gguf");
+    let mut w = GgufWriter::create(&first, &meta, &plan).unwrap();
+    w.tensor(&[0u8; 128]).unwrap();
+    w.finish().unwrap();
+    let read = GgufFile::open(&first).unwrap();
+    assert_eq!(read.get("tokenizer.ggml.merges"), Some(&Value::EmptyArray(8)));
+    assert_eq!(read.get("tokenizer.ggml.merges").and_then(Value::as_array), Some(&[][..]));
+    // The raw bytes: key, type 9 (array), item type 8 (string), length 0.
+    let bytes = std::fs::read(&first).unwrap();
+    let key = b"tokenizer.ggml.merges";
+    let at = bytes.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+    assert_eq!(&bytes[at..at + 16], &[9, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+}
+
 #[test]
 fn real_smollm2_q8_0_stays_close_and_q4_0_drifts_further() {
     let source = common::model_path("smollm2-135m-instruct-q4_1");

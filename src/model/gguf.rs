@@ -39,6 +39,9 @@ pub enum Value {
     Bool(bool),
     String(String),
     Array(Vec<Value>),
+    /// An empty array, with the item type the file gave it (llama.cpp checks it, e.g. that an
+    /// empty `tokenizer.ggml.merges` holds strings), so a file written back keeps it.
+    EmptyArray(u32),
 }
 
 impl Value {
@@ -82,6 +85,7 @@ impl Value {
     pub fn as_array(&self) -> Option<&[Value]> {
         match self {
             Value::Array(a) => Some(a),
+            Value::EmptyArray(_) => Some(&[]),
             _ => None,
         }
     }
@@ -190,6 +194,9 @@ impl<'a> Cursor<'a> {
                     t => return Err(format!("metadata {key}: unknown array item type {t}")),
                 };
                 let n = self.len(key, min)?;
+                if n == 0 {
+                    return Ok(Value::EmptyArray(item_ty));
+                }
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
                     items.push(self.value(item_ty, key, depth + 1)?);

@@ -48,7 +48,7 @@ fn value_type(v: &Value) -> u32 {
         Value::F32(_) => 6,
         Value::Bool(_) => 7,
         Value::String(_) => 8,
-        Value::Array(_) => 9,
+        Value::Array(_) | Value::EmptyArray(_) => 9,
         Value::U64(_) => 10,
         Value::I64(_) => 11,
         Value::F64(_) => 12,
@@ -72,12 +72,16 @@ fn put_value(b: &mut Vec<u8>, v: &Value) {
         Value::Bool(x) => b.push(*x as u8),
         Value::String(s) => put_str(b, s),
         Value::Array(items) => {
-            // An empty array's item type is not kept by the reader; u32 is as good as any.
+            // An empty one built in code (not read from a file) has no item type; u32 will do.
             b.extend(items.first().map_or(4, value_type).to_le_bytes());
             b.extend((items.len() as u64).to_le_bytes());
             for item in items {
                 put_value(b, item);
             }
+        }
+        Value::EmptyArray(item_ty) => {
+            b.extend(item_ty.to_le_bytes());
+            b.extend(0u64.to_le_bytes());
         }
         Value::U64(x) => b.extend(x.to_le_bytes()),
         Value::I64(x) => b.extend(x.to_le_bytes()),
