@@ -1,6 +1,7 @@
 //! hearth against llama.cpp's `llama-bench` on the same GGUF files, same thread count, alternating
-//! runs: prompt processing (pp512) and generation (tg128) tokens/s, their ratio, and each
-//! process's peak RSS. A benchmark, not a test.
+//! runs: prompt processing (pp512) and generation (tg128) tokens/s (median and spread), their
+//! ratio, generation's memory traffic against the machine's read bandwidth measured in the same
+//! run, and each process's peak RSS. A benchmark, not a test.
 //!
 //!   LLAMA_BENCH=/path/to/llama-bench cargo bench --bench llamacpp
 //!
@@ -24,6 +25,48 @@ fn run(cmd: &mut Command) -> (String, u64) {
     (out, usage.ru_maxrss as u64 * 1024)
 }
 
+/// The machine's read bandwidth in GB/s with `threads` threads, each summing its share of a
+/// 1 GiB buffer; the best of 5 passes. Generation at these sizes is bound by it: each token reads
+/// every weight once.
+fn bandwidth(threads: usize) -> f64 {
+    let buf: Vec<u64> = vec![1; 1 << 27];
+    let mut best = 0f64;
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let total: u64 = std::thread::scope(|s| {
+            let parts: Vec<_> = buf.chunks(buf.len().div_ceil(threads)).map(|c| s.spawn(move || sum(c))).collect();
+            parts.into_iter().map(|p| p.join().unwrap()).sum()
+        });
+        assert_eq!(total, buf.len() as u64);
+        best = best.max((buf.len() * 8) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    best
+}
+
+/// The sum of `c`, four 512-bit accumulators where the build has AVX-512 (`-C target-cpu=native`
+/// on such a CPU), so that loads, not adds, set the pace.
+fn sum(c: &[u64]) -> u64 {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    {
+        use std::arch::x86_64::*;
+        let blocks = c.chunks_exact(32);
+        let rest: u64 = blocks.remainder().iter().fold(0, |a, &x| a.wrapping_add(x));
+        // SAFETY: the build enables AVX-512 F; each block holds 32 u64s (four vectors).
+        unsafe {
+            let mut acc = [_mm512_setzero_si512(); 4];
+            for b in blocks {
+                for (i, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_add_epi64(*a, _mm512_loadu_si512(b.as_ptr().add(8 * i) as *const _));
+                }
+            }
+            let v = _mm512_add_epi64(_mm512_add_epi64(acc[0], acc[1]), _mm512_add_epi64(acc[2], acc[3]));
+            (_mm512_reduce_add_epi64(v) as u64).wrapping_add(rest)
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+    c.iter().fold(0u64, |a, &x| a.wrapping_add(x))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -38,9 +81,17 @@ fn main() {
     let threads = std::env::var("HEARTH_BENCH_THREADS").unwrap_or_else(|_| std::thread::available_parallelism().map_or(1, |n| n.get()).to_string());
     let runs: usize = std::env::var("HEARTH_BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
     let models = std::env::var("HEARTH_BENCH_MODELS").unwrap_or_else(|_| "smollm2-135m-instruct-q4_1,gemma3-270m-q4_k_m".into());
-    println!("threads {threads}, {runs} alternating runs each, median; tok/s");
-    println!("| model | pp512 hearth | pp512 llama.cpp | ratio | tg128 hearth | tg128 llama.cpp | ratio | peak RSS hearth MiB | llama.cpp MiB |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    // Measured in a child process: a child's peak RSS counts its parent's at the time it was
+    // spawned, so this process must never hold the probe's buffer.
+    if let Ok(t) = std::env::var("HEARTH_BENCH_BANDWIDTH_PROBE") {
+        println!("{}", bandwidth(t.parse().expect("a thread count")));
+        return;
+    }
+    let probe = Command::new(std::env::current_exe().expect("this benchmark's path")).env("HEARTH_BENCH_BANDWIDTH_PROBE", &threads).output().expect("the bandwidth probe");
+    let bw: f64 = String::from_utf8_lossy(&probe.stdout).trim().parse().expect("the bandwidth probe's GB/s");
+    println!("threads {threads}, {runs} alternating runs each, median (lowest–highest); tok/s; read bandwidth {bw:.1} GB/s");
+    println!("| model | pp512 hearth | pp512 llama.cpp | ratio | tg128 hearth | tg128 llama.cpp | ratio | tg GB/s hearth / llama.cpp (of {bw:.0}) | peak RSS hearth MiB | llama.cpp MiB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for id in models.split(',') {
         let path = if id.ends_with(".gguf") { std::path::PathBuf::from(id) } else { hearth::catalog::resolve(id).expect("a pulled model") };
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
@@ -62,8 +113,12 @@ fn main() {
             let (lo, hi) = v.iter().map(f).fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
             if v.len() > 1 { format!("{med:.1} ({lo:.1}–{hi:.1})") } else { format!("{med:.1}") }
         };
+        // Each generated token reads the file's weights once (all but the unread embedding rows).
+        let gb = std::fs::metadata(&path).map_or(0.0, |m| m.len() as f64 / 1e9);
+        let (ogb, tgb) = (otg * gb, ttg * gb);
+        let traffic = format!("{ogb:.1} ({:.0}%) / {tgb:.1} ({:.0}%)", 100.0 * ogb / bw, 100.0 * tgb / bw);
         println!(
-            "| {name} | {} | {} | {:.2} | {} | {} | {:.2} | {:.0} | {:.0} |",
+            "| {name} | {} | {} | {:.2} | {} | {} | {:.2} | {traffic} | {:.0} | {:.0} |",
             show(opp, &ours, |r| r.0),
             show(tpp, &theirs, |r| r.0),
             opp / tpp,
