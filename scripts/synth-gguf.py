@@ -23,6 +23,8 @@ SHAPES = {
                                vocab=151936, ctx=32768, rope=1000000.0, tied=True, bias=True),
     "qwen2.5-coder-1.5b": dict(arch="qwen2", d=1536, layers=28, ff=8960, heads=12, kv=2, hd=128,
                                vocab=151936, ctx=32768, rope=1000000.0, tied=True, bias=True),
+    "qwen2.5-coder-7b": dict(arch="qwen2", d=3584, layers=28, ff=18944, heads=28, kv=4, hd=128,
+                             vocab=152064, ctx=32768, rope=1000000.0, tied=False, bias=True),
     "llama-3.2-1b": dict(arch="llama", d=2048, layers=16, ff=8192, heads=32, kv=8, hd=64,
                          vocab=128256, ctx=131072, rope=500000.0, tied=True),
     "llama-3.2-3b": dict(arch="llama", d=3072, layers=28, ff=8192, heads=24, kv=8, hd=128,
