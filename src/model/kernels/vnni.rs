@@ -5,6 +5,8 @@
 //! taken out through the activation block's integer sum), one conversion and one FMA scale them
 //! into 16 float lanes. A row's arithmetic does not depend on how many rows share its tile, so
 //! it gets the same result alone and in a batch; the work is shared over candle's worker pool.
+//! The K-quants' block arithmetic (and their Q8_K activations) is in `vnni_k`, behind the same
+//! [`Layout`] trait, tiles and pool call.
 #![cfg(target_arch = "x86_64")]
 
 use std::arch::x86_64::*;
