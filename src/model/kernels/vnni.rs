@@ -201,6 +201,19 @@ pub(super) unsafe fn halves(p: *const u8) -> __m512 {
     _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
 }
 
+/// The exact integer dot of `ops` (an even number, 4 bytes of activations each) with the
+/// activations at `y`, from `init`: two chains, so consecutive `vpdpbusd` do not wait on each other.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+pub(super) unsafe fn dot(ops: &[__m512i], y: *const i32, init: __m512i) -> __m512i {
+    let (mut i0, mut i1) = (init, _mm512_setzero_si512());
+    for g in (0..ops.len()).step_by(2) {
+        i0 = _mm512_dpbusd_epi32(i0, ops[g], _mm512_set1_epi32(std::ptr::read_unaligned(y.add(g))));
+        i1 = _mm512_dpbusd_epi32(i1, ops[g + 1], _mm512_set1_epi32(std::ptr::read_unaligned(y.add(g + 1))));
+    }
+    _mm512_add_epi32(i0, i1)
+}
+
 impl<L: Small> Layout for L {
     const BLOCK: usize = QK;
     type Acts = Acts;
@@ -214,13 +227,7 @@ impl<L: Small> Layout for L {
         for (r, acc) in acc.iter_mut().enumerate() {
             let at = first + r * stride;
             let y = a.qs.get_unchecked(at).as_ptr() as *const i32;
-            let mut i0 = _mm512_set1_epi32(-L::OFFSET * *a.sum.get_unchecked(at));
-            let mut i1 = _mm512_setzero_si512();
-            for g in (0..8).step_by(2) {
-                i0 = _mm512_dpbusd_epi32(i0, ops[g], _mm512_set1_epi32(std::ptr::read_unaligned(y.add(g))));
-                i1 = _mm512_dpbusd_epi32(i1, ops[g + 1], _mm512_set1_epi32(std::ptr::read_unaligned(y.add(g + 1))));
-            }
-            let dot = _mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1));
+            let dot = _mm512_cvtepi32_ps(dot(&ops, y, _mm512_set1_epi32(-L::OFFSET * *a.sum.get_unchecked(at))));
             *acc = _mm512_fmadd_ps(dot, _mm512_mul_ps(dw, _mm512_set1_ps(*a.d.get_unchecked(at))), *acc);
             if L::OFFSET == 0 {
                 *acc = _mm512_fmadd_ps(mins, _mm512_set1_ps(*a.s.get_unchecked(at)), *acc);

@@ -9,7 +9,7 @@
 use std::arch::x86_64::*;
 
 use super::kpanels::{at, QK_K};
-use super::vnni::{halves, round_away, Layout};
+use super::vnni::{dot, halves, round_away, Layout};
 use super::QK;
 
 /// Sub-blocks of 32 values per K block.
@@ -116,18 +116,6 @@ unsafe fn shift(x: __m512i, by: i32) -> __m512i {
     }
 }
 
-/// The exact integer dot of eight operands with the activation block at `y`, from `init`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-#[inline]
-unsafe fn dot8(ops: &[__m512i; 8], y: *const i32, init: __m512i) -> __m512i {
-    let (mut i0, mut i1) = (init, _mm512_setzero_si512());
-    for g in (0..8).step_by(2) {
-        i0 = _mm512_dpbusd_epi32(i0, ops[g], _mm512_set1_epi32(std::ptr::read_unaligned(y.add(g))));
-        i1 = _mm512_dpbusd_epi32(i1, ops[g + 1], _mm512_set1_epi32(std::ptr::read_unaligned(y.add(g + 1))));
-    }
-    _mm512_add_epi32(i0, i1)
-}
-
 /// Q4_K (`FIFTH` false) or Q5_K: value = d·scale·q − dmin·min per 32-value sub-block, q the
 /// nibble (plus Q5_K's fifth bit); sub-block `j`'s nibbles are the low (j even) or high halves
 /// of the bytes of stretch `j / 2`, its fifth bits bit `j` of each `qh` byte.
@@ -152,7 +140,7 @@ unsafe fn block_q45<const FIFTH: bool, const R: usize>(p: *const u8, a: &KActs, 
         }
         for (r, isum) in isum.iter_mut().enumerate() {
             let y = a.qs.get_unchecked(first + r * stride + j).as_ptr() as *const i32;
-            *isum = _mm512_add_epi32(*isum, _mm512_mullo_epi32(dot8(&ops, y, _mm512_setzero_si512()), sc[j]));
+            *isum = _mm512_add_epi32(*isum, _mm512_mullo_epi32(dot(&ops, y, _mm512_setzero_si512()), sc[j]));
         }
     }
     for (r, acc) in acc.iter_mut().enumerate() {
@@ -220,13 +208,12 @@ impl Layout for Q6K {
                 // l | (bits 2q, 2q + 1 of each qh byte, moved to bits 4, 5)
                 *op = _mm512_ternarylogic_epi32::<0xEA>(shift(h, 4 - 2 * q as i32), top2, l);
             }
-            let (first4, last4) = ([ops[0], ops[1], ops[2], ops[3]], [ops[4], ops[5], ops[6], ops[7]]);
             for (r, isum) in isum.iter_mut().enumerate() {
                 let at = first + r * stride;
                 let y = a.qs.get_unchecked(at + j).as_ptr() as *const i32;
                 let bs = a.bsums.get_unchecked(at / SUBS);
-                let ia = dot4(&first4, y, _mm512_set1_epi32(-32 * bs[2 * j]));
-                let ib = dot4(&last4, y.add(4), _mm512_set1_epi32(-32 * bs[2 * j + 1]));
+                let ia = dot(&ops[..4], y, _mm512_set1_epi32(-32 * bs[2 * j]));
+                let ib = dot(&ops[4..], y.add(4), _mm512_set1_epi32(-32 * bs[2 * j + 1]));
                 *isum = _mm512_add_epi32(*isum, _mm512_add_epi32(_mm512_mullo_epi32(ia, sa), _mm512_mullo_epi32(ib, sb)));
             }
         }
@@ -235,16 +222,4 @@ impl Layout for Q6K {
             *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r]), _mm512_mul_ps(d, da), *acc);
         }
     }
-}
-
-/// The exact integer dot of four operands (16 values) with the activations at `y`, from `init`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-#[inline]
-unsafe fn dot4(ops: &[__m512i; 4], y: *const i32, init: __m512i) -> __m512i {
-    let (mut i0, mut i1) = (init, _mm512_setzero_si512());
-    for g in (0..4).step_by(2) {
-        i0 = _mm512_dpbusd_epi32(i0, ops[g], _mm512_set1_epi32(std::ptr::read_unaligned(y.add(g))));
-        i1 = _mm512_dpbusd_epi32(i1, ops[g + 1], _mm512_set1_epi32(std::ptr::read_unaligned(y.add(g + 1))));
-    }
-    _mm512_add_epi32(i0, i1)
 }
