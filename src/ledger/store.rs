@@ -2,7 +2,7 @@
 //! request with its cloud equivalents, and the queries behind listings and summaries.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, ToSql};
 
@@ -116,13 +116,10 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let values: Vec<&dyn ToSql> = r.record.values().into_iter().chain(r.priced.values()).collect();
-        let columns: Vec<&str> = Record::COLUMNS.iter().chain(Priced::COLUMNS).copied().collect();
-        tx.execute(&insert_sql("requests", &columns), values.as_slice())?;
-        let columns: Vec<&str> = ["request_id"].iter().chain(CloudRow::COLUMNS).copied().collect();
-        let sql = insert_sql("cloud_costs", &columns);
+        tx.execute(&INSERT_REQUEST, values.as_slice())?;
         for c in &r.cloud {
             let values: Vec<&dyn ToSql> = [&r.record.id as &dyn ToSql].into_iter().chain(c.values()).collect();
-            tx.execute(&sql, values.as_slice())?;
+            tx.execute(&INSERT_CLOUD, values.as_slice())?;
         }
         tx.commit()
     }
@@ -217,6 +214,19 @@ fn where_clause(f: &Filter) -> (String, Vec<rusqlite::types::Value>) {
     (clause, args)
 }
 
+/// The `requests` columns a [`Row`] writes: its record's, then its price's.
+fn request_columns() -> Vec<&'static str> {
+    Record::COLUMNS.iter().chain(Priced::COLUMNS).copied().collect()
+}
+
+/// The `cloud_costs` columns: the request's id, then a [`CloudRow`]'s.
+fn cloud_columns() -> Vec<&'static str> {
+    ["request_id"].iter().chain(CloudRow::COLUMNS).copied().collect()
+}
+
+static INSERT_REQUEST: LazyLock<String> = LazyLock::new(|| insert_sql("requests", &request_columns()));
+static INSERT_CLOUD: LazyLock<String> = LazyLock::new(|| insert_sql("cloud_costs", &cloud_columns()));
+
 /// `INSERT INTO table (columns…) VALUES (?1, …)`.
 fn insert_sql(table: &str, columns: &[&str]) -> String {
     let slots: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
@@ -238,13 +248,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("l.sqlite")).unwrap();
         let conn = store.conn();
-        let requests: Vec<&str> = Record::COLUMNS.iter().chain(Priced::COLUMNS).copied().collect();
         let mut have = table_columns(&conn, "requests");
         have.sort();
-        let mut want: Vec<String> = requests.iter().map(|c| c.to_string()).collect();
+        let mut want: Vec<String> = request_columns().iter().map(|c| c.to_string()).collect();
         want.sort();
         assert_eq!(have, want);
-        let cloud: Vec<&str> = ["request_id"].iter().chain(CloudRow::COLUMNS).copied().collect();
-        assert_eq!(table_columns(&conn, "cloud_costs"), cloud);
+        assert_eq!(table_columns(&conn, "cloud_costs"), cloud_columns());
     }
 }
