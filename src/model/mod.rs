@@ -113,14 +113,8 @@ pub fn dominant_type(file: &GgufFile) -> String {
     // One type throughout (the tensor-type table's file types), or one of llama.cpp's mixes.
     let named = match file_type.map(|f| (f, TypeInfo::of_file_type(f))) {
         Some((_, Some(t))) => t.name,
-        Some((11, _)) => "Q3_K_S",
-        Some((12, _)) => "Q3_K_M",
-        Some((13, _)) => "Q3_K_L",
-        Some((14, _)) => "Q4_K_S",
-        Some((15, _)) => "Q4_K_M",
-        Some((16, _)) => "Q5_K_S",
-        Some((17, _)) => "Q5_K_M",
-        _ => "",
+        Some((f, None)) => tensor_type::MIXES.iter().find(|(id, _)| u64::from(*id) == f).map_or("", |&(_, name)| name),
+        None => "",
     };
     if !named.is_empty() {
         return named.to_owned();

@@ -48,11 +48,12 @@ impl Target {
     /// llama.cpp's name and `general.file_type` for the _M mixes, which give some layers more
     /// bits; `None` for a target that is one type.
     fn mix(self) -> Option<(&'static str, u32)> {
-        match self {
-            Target::Q4KM => Some(("Q4_K_M", 15)),
-            Target::Q5KM => Some(("Q5_K_M", 17)),
-            _ => None,
-        }
+        let name = match self {
+            Target::Q4KM => "Q4_K_M",
+            Target::Q5KM => "Q5_K_M",
+            _ => return None,
+        };
+        super::tensor_type::MIXES.iter().find(|(_, n)| *n == name).map(|&(file_type, name)| (name, file_type))
     }
 
     pub fn name(self) -> &'static str {

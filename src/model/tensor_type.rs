@@ -92,6 +92,12 @@ table! {
     MXFP4   = 39:  32 x  17, true,  None,          None,     None;
 }
 
+/// llama.cpp's `general.file_type` for its mixes of tensor types (`LLAMA_FTYPE_MOSTLY_*`, the
+/// files whose layers get different types), with their names; the one-type file types are the
+/// table's `file_type` column.
+pub const MIXES: [(u32, &str); 7] =
+    [(11, "Q3_K_S"), (12, "Q3_K_M"), (13, "Q3_K_L"), (14, "Q4_K_S"), (15, "Q4_K_M"), (16, "Q5_K_S"), (17, "Q5_K_M")];
+
 impl TypeInfo {
     /// The row of a candle type hearth loads.
     pub fn of(dtype: GgmlDType) -> Option<&'static TypeInfo> {
