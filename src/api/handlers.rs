@@ -95,6 +95,9 @@ async fn answer(st: &AppState, engine: &Engine, wire: &'static dyn Wire, endpoin
         r
     });
     let requests = plan.requests.clone();
+    if requests.iter().any(|r| r.grammar.is_some()) {
+        st.metrics().constrained();
+    }
     let mut reply = Reply::new(wire, engine.info().id.clone(), plan, engine.info().vocab.clone(), st.metrics(), recorder);
     let mut rxs = Vec::with_capacity(requests.len());
     for r in requests {

@@ -30,6 +30,9 @@ pub struct Metrics {
     steps: Counter,
     step_sequences: Counter,
     step_tokens: Counter,
+    tool_call_answers: Counter,
+    tool_calls: Counter,
+    constrained: Counter,
 }
 
 impl Default for Metrics {
@@ -56,6 +59,9 @@ impl Metrics {
             steps: Counter::default(),
             step_sequences: Counter::default(),
             step_tokens: Counter::default(),
+            tool_call_answers: Counter::default(),
+            tool_calls: Counter::default(),
+            constrained: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "HTTP requests by endpoint and status", m.requests.clone());
@@ -72,11 +78,25 @@ impl Metrics {
         registry.register("engine_steps", "Batched forward passes", m.steps.clone());
         registry.register("engine_step_sequences", "Sequences summed over forward passes", m.step_sequences.clone());
         registry.register("engine_step_tokens", "Tokens summed over forward passes", m.step_tokens.clone());
+        registry.register("tool_call_answers", "Answers (choices) that ended in tool calls", m.tool_call_answers.clone());
+        registry.register("tool_calls", "Tool calls generated", m.tool_calls.clone());
+        registry.register("constrained_requests", "Requests whose output followed a grammar (tools, JSON schema, GBNF)", m.constrained.clone());
         Self { registry, ..m }
     }
 
     pub fn request(&self, endpoint: &str, status: u16) {
         self.requests.get_or_create(&vec![("endpoint", endpoint.to_owned()), ("status", status.to_string())]).inc();
+    }
+
+    /// Records an answer that ended in `n` tool calls.
+    pub fn tool_calls(&self, n: usize) {
+        self.tool_call_answers.inc();
+        self.tool_calls.inc_by(n as u64);
+    }
+
+    /// Records a request whose output follows a grammar.
+    pub fn constrained(&self) {
+        self.constrained.inc();
     }
 
     /// Records a finished generation.

@@ -11,6 +11,7 @@ mod recorder;
 mod reports;
 mod respond;
 mod stream;
+mod tools;
 mod validate;
 mod wire;
 

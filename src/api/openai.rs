@@ -33,6 +33,10 @@ pub struct CompletionRequest {
     pub top_k: Option<i64>,
     pub min_p: Option<f32>,
     pub repeat_penalty: Option<f32>,
+    /// Structured output: OpenAI's `response_format`, llama.cpp's `json_schema` and GBNF `grammar`.
+    pub response_format: Option<Value>,
+    pub json_schema: Option<Value>,
+    pub grammar: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -63,13 +67,14 @@ pub struct ChatRequest {
     pub store: Option<bool>,
     pub metadata: Option<Value>,
     pub service_tier: Option<String>,
-    /// Known OpenAI parameters hearth does not implement; rejected when set.
+    /// Tools and structured output (see `tools/` and `validate/structured.rs`).
     pub tools: Option<Value>,
     pub tool_choice: Option<Value>,
     pub functions: Option<Value>,
     pub function_call: Option<Value>,
     pub response_format: Option<Value>,
     pub parallel_tool_calls: Option<Value>,
+    /// Known OpenAI parameters hearth does not implement; rejected when set.
     pub modalities: Option<Value>,
     pub audio: Option<Value>,
     pub prediction: Option<Value>,

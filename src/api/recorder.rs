@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::engine::{FinishReason, Meter, ModelInfo};
 use crate::ledger::{Cost, Ledger, Outcome, PromptText, Record};
 
-use super::respond::Reply;
+use super::respond::{Choice, Reply};
 
 /// What the ledger needs to know about a request beyond its events.
 pub struct Recorder {
@@ -113,7 +113,7 @@ impl Reply {
     /// The ledger record for this request as it stands.
     fn record_of(&self, r: &Recorder, outcome: Outcome) -> Record {
         let u = self.usage();
-        let mut reasons: Vec<&str> = self.choices.iter().filter_map(|c| c.finish).map(FinishReason::as_str).collect();
+        let mut reasons: Vec<&str> = self.choices.iter().filter_map(Choice::finish_reason).collect();
         reasons.dedup();
         let queue = self.choices.iter().map(|c| c.queue).max().unwrap_or_default();
         Record {

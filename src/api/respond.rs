@@ -14,6 +14,7 @@ use super::metrics::Metrics;
 use super::openai::{PromptTokensDetails, Usage};
 use super::recorder::Recorder;
 use super::validate::Plan;
+use super::tools::CallParser;
 use super::wire::{Delta, Wire};
 
 /// What is known about one choice so far.
@@ -28,6 +29,16 @@ pub struct Choice {
     pub cached: usize,
     /// Tokens generated so far.
     pub generated: usize,
+    /// With tools: the calls read out of `text` so far.
+    pub calls: Option<CallParser>,
+}
+
+impl Choice {
+    /// The finish reason as OpenAI names it: `tool_calls` when the answer ended in calls.
+    pub fn finish_reason(&self) -> Option<&'static str> {
+        let called = self.calls.as_ref().is_some_and(|p| !p.calls().is_empty());
+        self.finish.map(|f| if called && f == FinishReason::Stop { "tool_calls" } else { f.as_str() })
+    }
 }
 
 /// Everything needed to answer one request.
@@ -55,40 +66,53 @@ impl Reply {
         let prefix = wire.id_prefix();
         let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let id = format!("{prefix}-{:016x}", rand::random::<u64>());
-        let choices = (0..plan.requests.len() * plan.n).map(|_| Choice::default()).collect();
+        let choices = (0..plan.requests.len() * plan.n)
+            .map(|i| Choice { calls: plan.calls.clone().map(|start| CallParser::new(start, format!("call_{}_{i}", &id[id.len() - 12..]))), ..Choice::default() })
+            .collect();
         Self { wire, id, created, model, plan, vocab, metrics, choices, recorder, cost: None, started: Instant::now(), first_token: None }
     }
 
     /// Applies one event of choice `index`; returns what changed, for the stream, or the
     /// message of an engine failure.
-    pub fn apply<'e>(&mut self, index: usize, e: &'e Event) -> Result<Delta<'e>, String> {
+    pub fn apply<'e>(&mut self, index: usize, e: &'e Event) -> Result<Vec<Delta<'e>>, String> {
         let c = &mut self.choices[index];
+        // Text goes to the choice whole; with tools, only what precedes the calls is content.
+        let text = |c: &mut Choice, text: &str, logprob: Option<&'e TokenLogprob>| {
+            c.text.push_str(text);
+            let Some(p) = c.calls.as_mut() else { return vec![Delta::Text { text: text.to_owned(), logprob }] };
+            let (content, calls) = p.push(text);
+            let mut out = vec![Delta::Text { text: content, logprob }];
+            out.extend(calls.into_iter().map(Delta::ToolCall));
+            out
+        };
         Ok(match e {
             Event::Started { queue, cached_tokens, .. } => {
                 c.queue = *queue;
                 c.cached = *cached_tokens;
-                Delta::Started
+                vec![Delta::Started]
             }
             Event::PromptLogprobs { logprobs, .. } => {
                 c.prompt_logprobs = logprobs.clone();
-                Delta::PromptLogprobs
+                vec![Delta::PromptLogprobs]
             }
-            Event::Token { text, logprob, .. } => {
+            Event::Token { text: t, logprob, .. } => {
                 c.generated += 1;
                 self.first_token.get_or_insert_with(|| self.started.elapsed());
-                c.text.push_str(text);
                 c.logprobs.extend(logprob.clone());
-                Delta::Text { text, logprob: logprob.as_ref() }
+                text(c, t, logprob.as_ref())
             }
-            Event::Tail { text, .. } => {
-                c.text.push_str(text);
-                Delta::Text { text, logprob: None }
-            }
+            Event::Tail { text: t, .. } => text(c, t, None),
             Event::Done { finish, stats, .. } => {
                 self.metrics.generation(stats);
                 c.finish = Some(*finish);
                 c.stats = Some(stats.clone());
-                Delta::Finished(*finish)
+                let rest = c.calls.as_mut().map(CallParser::finish).unwrap_or_default();
+                let mut out = vec![Delta::Text { text: rest, logprob: None }];
+                if c.calls.as_ref().is_some_and(|p| !p.calls().is_empty()) {
+                    self.metrics.tool_calls(c.calls.as_ref().map_or(0, |p| p.calls().len()));
+                }
+                out.push(Delta::Finished(*finish));
+                out
             }
             Event::Error { message, .. } => return Err(message.clone()),
         })

@@ -66,7 +66,11 @@ pub async fn stream(mut reply: Reply, mut events: Events) -> Result<Response, Ap
             return Err(ApiError::internal("the engine stopped before the request started"));
         };
         match reply.apply(i, &e) {
-            Ok(delta) => first.extend(reply.wire.frames(&reply, i, delta)),
+            Ok(deltas) => {
+                for delta in deltas {
+                    first.extend(reply.wire.frames(&reply, i, delta));
+                }
+            }
             Err(message) => {
                 reply.record(Outcome::Error).await;
                 return Err(ApiError::internal(message));
@@ -95,15 +99,15 @@ pub async fn stream(mut reply: Reply, mut events: Events) -> Result<Response, Ap
                 let _ = tx.send(sse(wire.error_frame(&ApiError::internal("the engine stopped before the request finished")))).await;
                 return;
             };
-            let delta = match reply.apply(i, &e) {
-                Ok(delta) => delta,
+            let deltas = match reply.apply(i, &e) {
+                Ok(deltas) => deltas,
                 Err(message) => {
                     reply.record(Outcome::Error).await;
                     let _ = tx.send(sse(wire.error_frame(&ApiError::internal(format!("engine error while streaming: {message}"))))).await;
                     return;
                 }
             };
-            for frame in wire.frames(&reply, i, delta) {
+            for frame in deltas.into_iter().flat_map(|d| wire.frames(&reply, i, d)) {
                 if tx.send(sse(frame)).await.is_err() {
                     return;
                 }

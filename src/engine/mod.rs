@@ -6,6 +6,7 @@
 //! receiver cancels the request within one step.
 
 mod collect;
+pub mod grammar;
 pub mod sampler;
 mod scheduler;
 mod sequence;
@@ -13,7 +14,7 @@ pub mod stop;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -22,6 +23,7 @@ use crate::energy::{EnergyMeter, EnergyMethod};
 use crate::model::{Fim, Model, PromptFormat, Vocab};
 
 pub use collect::Generation;
+pub use grammar::{Grammar, GrammarError, GrammarSpec, Grammars};
 pub use sampler::{Knob, Penalties, Sampler, SamplerConfig, SamplerError, Sampling};
 pub use stop::StopStrings;
 
@@ -40,12 +42,14 @@ pub struct GenRequest {
     pub prompt_logprobs: bool,
     /// Where the engine charges this request's share of each step's energy and time.
     pub meter: Arc<Meter>,
+    /// What the output must follow; each choice walks its own copy.
+    pub grammar: Option<Grammar>,
 }
 
 impl GenRequest {
     /// One choice of `prompt`, at most `max_tokens` long, no stop strings or logprobs.
     pub fn new(prompt: Vec<u32>, max_tokens: usize, sampler: SamplerConfig) -> Self {
-        Self { prompt, n: 1, max_tokens, sampler, stop: Vec::new(), logprobs: None, prompt_logprobs: false, meter: Arc::default() }
+        Self { prompt, n: 1, max_tokens, sampler, stop: Vec::new(), logprobs: None, prompt_logprobs: false, meter: Arc::default(), grammar: None }
     }
 }
 
@@ -209,6 +213,16 @@ pub struct ModelInfo {
     pub device: String,
     /// How the engine measures the energy it charges.
     pub energy_method: EnergyMethod,
+    /// The grammar compiler over this vocabulary, built on first use (start it empty).
+    pub grammars: OnceLock<Result<Arc<Grammars>, GrammarError>>,
+}
+
+impl ModelInfo {
+    /// Compiles a grammar over this model's vocabulary (the compiler is built on first use).
+    pub fn grammar(&self, spec: &GrammarSpec) -> Result<Grammar, GrammarError> {
+        let grammars = self.grammars.get_or_init(|| Grammars::new(&self.vocab).map(Arc::new));
+        grammars.as_ref().map_err(Clone::clone)?.compile(spec)
+    }
 }
 
 struct Job {
@@ -243,6 +257,7 @@ impl Engine {
             arch: model.decoder.spec.arch.gguf_name().to_owned(),
             device: format!("{:?}", model.decoder.device.location()),
             energy_method: energy.method(),
+            grammars: OnceLock::new(),
         });
         let stats = Arc::new(EngineStats::default());
         let (tx, rx) = sync_channel(cfg.queue.max(1));

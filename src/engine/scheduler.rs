@@ -101,15 +101,28 @@ impl Scheduler {
         for slot in &slots {
             by_seq[slot.seq] = Some(slot);
         }
+        // Grammar masks for the tokens this step's logits will pick are computed beside the forward.
+        let mut masks = Vec::new();
         for (s, slot) in self.running.iter_mut().zip(&by_seq) {
             if let Some(slot) = slot {
-                chunks.push(Chunk { tokens: &s.tokens[slot.start..slot.start + slot.len], cache: &mut s.cache, logits: slot.logits });
+                let samples_next = s.wants_mask(slot.len == s.pending());
+                let Sequence { tokens, cache, grammar, mask, .. } = s;
+                chunks.push(Chunk { tokens: &tokens[slot.start..slot.start + slot.len], cache, logits: slot.logits });
+                if samples_next {
+                    masks.push((grammar, mask));
+                }
             }
         }
         let lens: Vec<usize> = slots.iter().map(|s| s.len).collect();
         let fed: usize = lens.iter().sum();
         let (joules, started) = (self.energy.read(), Instant::now());
-        let result = self.model.decoder.forward(&mut chunks);
+        let decoder = &self.model.decoder;
+        let result = std::thread::scope(|scope| {
+            if !masks.is_empty() {
+                scope.spawn(move || masks.into_iter().for_each(|(g, m)| Sequence::prepare_mask(g, m)));
+            }
+            decoder.forward(&mut chunks)
+        });
         drop(chunks);
         let (joules, secs) = (self.energy.read() - joules, started.elapsed().as_secs_f64());
         for (slot, (j, t)) in slots.iter().zip(step_shares(&lens, joules, secs)) {

@@ -9,6 +9,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::model::{KvCache, ModelError, StreamDecoder, Vocab};
 
+use super::grammar::{Grammar, Mask};
 use super::sampler::Sampler;
 use super::stop::StopStrings;
 use super::{Event, FinishReason, GenRequest, Meter, SeqStats, TokenLogprob};
@@ -35,6 +36,10 @@ pub(crate) struct Sequence {
     last_token_at: Option<Instant>,
     /// A stop string ended generation: nothing held back may be shown.
     stopped_by_string: bool,
+    /// The grammar the output follows, and the mask for the next token when computed ahead
+    /// (alongside the forward pass that produces its logits).
+    pub grammar: Option<Grammar>,
+    pub mask: Option<Mask>,
     stats: SeqStats,
 }
 
@@ -74,6 +79,8 @@ impl Sequence {
             admitted_at: Instant::now(),
             last_token_at: None,
             stopped_by_string: false,
+            grammar: req.grammar.clone(),
+            mask: None,
             stats: SeqStats { prompt_tokens: req.prompt.len(), cached_tokens, ..SeqStats::default() },
         }
     }
@@ -129,7 +136,31 @@ impl Sequence {
                 }
             }
         }
+        if let Some(g) = self.grammar.as_mut() {
+            let mask = match self.mask.take() {
+                Some(m) => Ok(m),
+                None => g.mask(),
+            };
+            match mask {
+                Ok(m) => m.apply(&mut row),
+                Err(e) => return Err(ModelError::Input(format!("the grammar failed: {e}"))),
+            }
+        }
         Ok(self.next_token(vocab, &mut row))
+    }
+
+    /// Whether this sequence samples after the coming step, with a grammar whose mask is not yet
+    /// known: such masks are computed while the step runs.
+    pub fn wants_mask(&self, logits_next: bool) -> bool {
+        logits_next && self.grammar.is_some() && self.mask.is_none()
+    }
+
+    /// Computes the next mask ahead of the logits (on another thread, during the forward pass).
+    /// A failure is left for `after_step` to report.
+    pub fn prepare_mask(grammar: &mut Option<Grammar>, mask: &mut Option<Mask>) {
+        if let Some(g) = grammar.as_mut() {
+            *mask = g.mask().ok();
+        }
     }
 
     fn next_token(&mut self, vocab: &Vocab, row: &mut [f32]) -> Progress {
@@ -143,6 +174,12 @@ impl Sequence {
         self.last_token_at = Some(now);
         if vocab.is_end_of_generation(next) {
             return Progress::Finished(FinishReason::Stop);
+        }
+        if let Some(g) = self.grammar.as_mut() {
+            if let Err(e) = g.accept(next) {
+                tracing::error!("the grammar refused token {next} it had allowed: {e}");
+                return Progress::Finished(FinishReason::Stop);
+            }
         }
         self.tokens.push(next);
         self.stats.generated_tokens += 1;
@@ -159,6 +196,9 @@ impl Sequence {
         }
         if stopped {
             self.stopped_by_string = true;
+            return Progress::Finished(FinishReason::Stop);
+        }
+        if self.grammar.as_ref().is_some_and(Grammar::is_finished) {
             return Progress::Finished(FinishReason::Stop);
         }
         if self.stats.generated_tokens >= self.max_tokens {

@@ -15,6 +15,7 @@ pub mod quantize;
 pub mod tensor_type;
 pub mod spm;
 pub mod tokenizer;
+pub mod tools;
 pub mod weights;
 
 use std::path::Path;
@@ -31,6 +32,7 @@ pub use gguf::{GgufError, GgufFile};
 pub use kv_cache::KvCache;
 pub use prompt::{ChatMessage, PromptFormat, TemplateError};
 pub use tokenizer::{EncodeError, StreamDecoder, Vocab};
+pub use tools::{CallStyle, Piece, Syntax, ToolFormat};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

@@ -3,10 +3,12 @@
 
 use minijinja::{context, Environment, Error as JinjaError, ErrorKind};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::arch::{Arch, ChatFormat};
 use super::gguf::{GgufError, GgufFile};
 use super::tokenizer::Vocab;
+use super::tools::ToolFormat;
 
 const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}\
 {% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
@@ -22,16 +24,24 @@ const GEMMA: &str = "{{ bos_token }}{% set ns = namespace(system='') %}\
 const PHI3: &str = "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}<|end|>\n{% endfor %}\
 {% if add_generation_prompt %}<|assistant|>\n{% endif %}";
 
-/// One chat message.
+/// One chat message. Assistant turns may carry tool calls (`[{id, type, function: {name,
+/// arguments}}]`, arguments as a JSON value, as Hugging Face templates expect); `tool` turns
+/// name the call they answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl ChatMessage {
     pub fn new(role: &str, content: &str) -> Self {
-        Self { role: role.into(), content: content.into() }
+        Self { role: role.into(), content: content.into(), tool_calls: None, tool_call_id: None, name: None }
     }
 }
 
@@ -45,6 +55,8 @@ pub struct PromptFormat {
     env: Environment<'static>,
     /// True when the template came from the file, false when it is our fallback.
     pub from_file: bool,
+    /// How this model writes tool calls, and whether the template renders tools itself.
+    pub tools: ToolFormat,
     bos: String,
     eos: String,
 }
@@ -81,19 +93,41 @@ impl PromptFormat {
         env.add_function("raise_exception", raise_exception);
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        let tools = ToolFormat::detect(&source);
         env.add_template_owned("chat", source)?;
-        Ok(Self { env, from_file, bos, eos })
+        Ok(Self { env, from_file, tools, bos, eos })
     }
 
     /// Renders `messages`, ending with the assistant's turn opener when `add_generation_prompt`.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, TemplateError> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// Renders `messages` offering `tools` (OpenAI's `{type, function}` objects): through the
+    /// template's own tool section when it has one, else as a rewritten conversation that states
+    /// the tools (see [`ToolFormat::fallback_messages`]).
+    pub fn render_chat(&self, vocab: &Vocab, messages: &[ChatMessage], tools: &[Value], add_generation_prompt: bool) -> Result<String, TemplateError> {
+        let has_calls = messages.iter().any(|m| m.tool_calls.is_some() || m.role == "tool");
+        if self.tools.native || (tools.is_empty() && !has_calls) {
+            return self.render_with_tools(messages, Some(tools).filter(|t| !t.is_empty()), add_generation_prompt);
+        }
+        let rewritten = self.tools.fallback_messages(vocab, messages, tools);
+        self.render_with_tools(&rewritten, None, add_generation_prompt)
+    }
+
+    fn render_with_tools(&self, messages: &[ChatMessage], tools: Option<&[Value]>, add_generation_prompt: bool) -> Result<String, TemplateError> {
         let tmpl = self.env.get_template("chat").map_err(|e| TemplateError(e.to_string()))?;
-        tmpl.render(context! {
+        let base = context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos,
             eos_token => self.eos,
-        })
+        };
+        let ctx = match tools {
+            Some(tools) => context! { tools => tools, ..base },
+            None => base,
+        };
+        tmpl.render(ctx)
         .map_err(|e| {
             let mut msg = e.to_string();
             let mut src = std::error::Error::source(&e);

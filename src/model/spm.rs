@@ -11,7 +11,7 @@ use std::collections::{BinaryHeap, HashMap};
 pub const TYPE_NORMAL: i64 = 1;
 pub const TYPE_CONTROL: i64 = 3;
 pub const TYPE_USER: i64 = 4;
-const TYPE_BYTE: i64 = 6;
+pub const TYPE_BYTE: i64 = 6;
 
 /// The space SentencePiece stores as "▁".
 const SPACE: &str = "\u{2581}";

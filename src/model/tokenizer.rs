@@ -12,7 +12,7 @@ use tokenizers::{AddedToken, DecoderWrapper, PreTokenizerWrapper, SplitDelimiter
 
 use super::gguf::{GgufError, GgufFile, Value};
 
-use super::spm::{Spm, TYPE_CONTROL, TYPE_NORMAL, TYPE_USER};
+use super::spm::{Spm, TYPE_BYTE, TYPE_CONTROL, TYPE_NORMAL, TYPE_USER};
 
 /// Texts of control tokens that end a turn, besides the ids the metadata names (as llama.cpp).
 const END_OF_GENERATION: &[&str] = &[
@@ -47,6 +47,8 @@ pub struct EncodeError(pub String);
 pub struct Vocab {
     engine: Engine,
     pub tokens: Vec<String>,
+    /// Each token's GGUF type (normal, control, user-defined, byte, …).
+    types: Vec<i8>,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     pub add_bos: bool,
@@ -116,7 +118,8 @@ impl Vocab {
             }
         }
         let add_bos = flag("tokenizer.ggml.add_bos_token").unwrap_or(model == "llama") && bos.is_some();
-        Ok(Self { engine, tokens, bos, eos, add_bos, end_of_generation: eog })
+        let types = types.iter().map(|&t| t.clamp(0, 127) as i8).collect();
+        Ok(Self { engine, tokens, types, bos, eos, add_bos, end_of_generation: eog })
     }
 
     pub fn len(&self) -> usize {
@@ -153,10 +156,51 @@ impl Vocab {
         self.end_of_generation.contains(&id)
     }
 
+    /// The bytes each token stands for, in id order, as constrained decoding matches them against
+    /// a grammar: byte-level BPE pieces mapped back to bytes, SentencePiece's `▁` as a space and
+    /// `<0xAB>` pieces as that byte; control tokens are their text behind llguidance's 0xFF marker,
+    /// so no text grammar can produce them by accident.
+    pub fn token_bytes(&self) -> Vec<Vec<u8>> {
+        let byte_level = byte_level_chars();
+        self.tokens
+            .iter()
+            .zip(&self.types)
+            .map(|(t, &ty)| match (ty as i64, &self.engine) {
+                (TYPE_CONTROL, _) => [&[0xFF_u8][..], t.as_bytes()].concat(),
+                (TYPE_USER, _) => t.as_bytes().to_vec(),
+                (TYPE_BYTE, _) => u8::from_str_radix(t.trim_start_matches("<0x").trim_end_matches('>'), 16).map_or_else(|_| Vec::new(), |b| vec![b]),
+                (_, Engine::Bpe(_)) => t.chars().map(|c| byte_level.get(&c).copied()).collect::<Option<Vec<u8>>>().unwrap_or_else(|| t.as_bytes().to_vec()),
+                (_, Engine::Spm(_)) => t.replace('\u{2581}', " ").into_bytes(),
+            })
+            .collect()
+    }
+
+    /// Whether the tokenizer is SentencePiece (else byte-level BPE).
+    pub fn is_sentencepiece(&self) -> bool {
+        matches!(self.engine, Engine::Spm(_))
+    }
+
     /// The id of a token by its exact text.
     pub fn token_id(&self, text: &str) -> Option<u32> {
         self.tokens.iter().position(|t| t == text).map(|i| i as u32)
     }
+}
+
+/// GPT-2's byte-level alphabet read backwards: the printable character standing for each byte.
+fn byte_level_chars() -> std::collections::HashMap<char, u8> {
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    let mut next = 0x100u32;
+    (0..=255u8)
+        .map(|b| {
+            let c = if printable(b) {
+                b as char
+            } else {
+                next += 1;
+                char::from_u32(next - 1).expect("a valid char")
+            };
+            (c, b)
+        })
+        .collect()
 }
 
 fn gpt2_tokenizer(tokens: &[String], merges: &[String], pre: &str) -> tokenizers::Result<Tokenizer> {

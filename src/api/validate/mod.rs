@@ -8,7 +8,11 @@ use crate::ledger::PromptText;
 use crate::model::{ChatMessage, ContextFile};
 
 use super::error::ApiError;
-use super::openai::{ChatRequest, CompletionRequest, InfillRequest};
+use super::openai::{ChatRequest, CompletionRequest, InfillRequest, Message};
+use super::tools::{self, ToolChoice, ToolPlan};
+
+mod gbnf;
+mod structured;
 
 /// Most choices per prompt, stop strings, and prompts per request.
 pub const MAX_N: usize = 16;
@@ -28,6 +32,8 @@ pub struct Plan {
     pub logprobs: Option<usize>,
     /// The prompt as a cloud API would have received it, for the ledger's re-count.
     pub cloud_prompt: PromptText,
+    /// With tools: the decoded text a call list starts with, to read calls out of each choice.
+    pub calls: Option<String>,
 }
 
 pub fn check_model(asked: Option<&str>, info: &ModelInfo) -> Result<(), ApiError> {
@@ -72,34 +78,28 @@ pub fn completion(r: CompletionRequest, info: &ModelInfo) -> Result<Plan, ApiErr
         let msg = format!("{} prompts × `n` = {n} would generate {} sequences; at most {MAX_N} per request", prompts.len(), prompts.len() * n);
         return Err(ApiError::invalid("n", msg));
     }
+    let grammar = match structured::completion_grammar(r.response_format.as_ref(), r.json_schema.as_ref(), r.grammar.as_deref())? {
+        Some((spec, field)) => Some(structured::compile(info, &spec, field)?),
+        None => None,
+    };
     let mut requests = Vec::new();
     for prompt in prompts {
         let max_tokens = max_tokens(r.max_tokens, "max_tokens", Some(16), prompt.len(), info, "prompt")?;
-        requests.push(GenRequest { prompt, n, max_tokens, sampler: sampler.clone(), stop: stop.clone(), logprobs, prompt_logprobs: echo && logprobs.is_some(), meter: Default::default() });
+        requests.push(GenRequest { prompt, n, max_tokens, sampler: sampler.clone(), stop: stop.clone(), logprobs, prompt_logprobs: echo && logprobs.is_some(), meter: Default::default(), grammar: grammar.clone() });
     }
     let include_usage = r.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
     let cloud_prompt = PromptText::Plain(match &r.suffix {
         Some(suffix) => texts.iter().map(|p| format!("{p}{suffix}")).collect(),
         None => texts.clone(),
     });
-    Ok(Plan { requests, prompt_texts: texts, n, stream: r.stream.unwrap_or(false), include_usage, echo, logprobs, cloud_prompt })
+    Ok(Plan { requests, prompt_texts: texts, n, stream: r.stream.unwrap_or(false), include_usage, echo, logprobs, cloud_prompt, calls: None })
 }
 
 pub fn chat(r: ChatRequest, info: &ModelInfo) -> Result<Plan, ApiError> {
     check_model(r.model.as_deref(), info)?;
     let set = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
-    let no_tools = "this server does not run tools or functions";
-    for (name, v) in [("tools", &r.tools), ("functions", &r.functions), ("function_call", &r.function_call), ("parallel_tool_calls", &r.parallel_tool_calls)] {
-        if set(v) && v.as_ref().and_then(Value::as_array).is_none_or(|a| !a.is_empty()) {
-            return Err(ApiError::unsupported(name, no_tools));
-        }
-    }
-    if set(&r.tool_choice) && r.tool_choice.as_ref().and_then(Value::as_str) != Some("none") {
-        return Err(ApiError::unsupported("tool_choice", no_tools));
-    }
-    if set(&r.response_format) && r.response_format.as_ref().and_then(|f| f.get("type")).and_then(Value::as_str) != Some("text") {
-        return Err(ApiError::unsupported("response_format", "only {\"type\": \"text\"} is available; JSON modes are not"));
-    }
+    let tools = tools::plan(r.tools.as_ref(), r.functions.as_ref(), r.tool_choice.as_ref(), r.function_call.as_ref(), r.parallel_tool_calls.as_ref())?;
+    let format = structured::response_format(r.response_format.as_ref())?;
     for (name, v, why) in [
         ("audio", &r.audio, "this server produces text only"),
         ("prediction", &r.prediction, "predicted outputs are not implemented"),
@@ -115,32 +115,22 @@ pub fn chat(r: ChatRequest, info: &ModelInfo) -> Result<Plan, ApiError> {
             return Err(ApiError::unsupported("modalities", "this server produces text only"));
         }
     }
-    if r.messages.is_empty() {
-        return Err(ApiError::invalid("messages", "`messages` must hold at least one message"));
+    let (messages, mut cloud) = chat_messages(&r.messages)?;
+    let wire_tools = tools.as_ref().map(ToolPlan::wire_tools).unwrap_or_default();
+    if !wire_tools.is_empty() {
+        // The cloud bills the tool declarations as prompt tokens.
+        cloud.insert(0, ("system".to_owned(), serde_json::to_string(&wire_tools).unwrap_or_default()));
     }
-    let mut messages = Vec::with_capacity(r.messages.len());
-    let mut cloud = Vec::with_capacity(r.messages.len());
-    for (i, m) in r.messages.iter().enumerate() {
-        let role = match m.role.as_str() {
-            "system" | "developer" => "system",
-            "user" => "user",
-            "assistant" => "assistant",
-            "tool" | "function" => return Err(ApiError::unsupported(&format!("messages[{i}].role"), "tool results need tools, which this server does not run")),
-            other => {
-                let msg = format!("`messages[{i}].role` is `{other}`, which is not a role; use system, developer, user or assistant");
-                return Err(ApiError::invalid(&format!("messages[{i}].role"), msg));
-            }
-        };
-        if m.tool_calls.as_ref().is_some_and(|t| !t.is_null()) {
-            return Err(ApiError::unsupported(&format!("messages[{i}].tool_calls"), "this server does not run tools"));
-        }
-        let field = format!("messages[{i}].content");
-        let content = message_text(&m.content, role == "assistant").map_err(|why| ApiError::invalid(&field, format!("`{field}` {why}")))?;
-        messages.push(ChatMessage::new(role, &content));
-        cloud.push((m.role.clone(), content));
-    }
-    let text = info.prompt.render(&messages, true).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+    let text = info.prompt.render_chat(&info.vocab, &messages, &wire_tools, true).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
     let prompt = info.vocab.encode(&text, !info.prompt.starts_with_bos(&text)).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+    let tool_grammar = tools.as_ref().and_then(|t| t.grammar(info.prompt.tools, info).map(|g| (g, t.field)));
+    let grammar = match (tool_grammar, format) {
+        (Some(_), Some(_)) => return Err(ApiError::invalid("response_format", "`response_format` cannot be combined with tool calls; set `tool_choice` to none, or drop `response_format`")),
+        (Some((g, field)), None) => Some(structured::compile(info, &g, field)?),
+        (None, Some(g)) => Some(structured::compile(info, &g, "response_format")?),
+        (None, None) => None,
+    };
+    let calls = tools.as_ref().filter(|t| t.choice != ToolChoice::None).map(|_| info.prompt.tools.syntax(&info.vocab).visible_start());
     let logprobs = match (r.logprobs.unwrap_or(false), r.top_logprobs) {
         (false, None) => None,
         (false, Some(_)) => return Err(ApiError::invalid("top_logprobs", "`top_logprobs` needs `logprobs: true`")),
@@ -155,10 +145,10 @@ pub fn chat(r: ChatRequest, info: &ModelInfo) -> Result<Plan, ApiError> {
     let max_tokens = max_tokens(limit, field, None, prompt.len(), info, "messages")?;
     let sampler = sampler(info, r.temperature, r.top_p, r.top_k, r.min_p, r.repeat_penalty, r.presence_penalty, r.frequency_penalty, r.seed, r.logit_bias.as_ref())?;
     let n = choices(r.n)?;
-    let req = GenRequest { prompt, n, max_tokens, sampler, stop: stops(r.stop.as_ref(), "stop")?, logprobs, prompt_logprobs: false, meter: Default::default() };
+    let req = GenRequest { prompt, n, max_tokens, sampler, stop: stops(r.stop.as_ref(), "stop")?, logprobs, prompt_logprobs: false, meter: Default::default(), grammar };
     let include_usage = r.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
     let cloud_prompt = PromptText::Chat(cloud);
-    Ok(Plan { requests: vec![req], prompt_texts: vec![text], n, stream: r.stream.unwrap_or(false), include_usage, echo: false, logprobs, cloud_prompt })
+    Ok(Plan { requests: vec![req], prompt_texts: vec![text], n, stream: r.stream.unwrap_or(false), include_usage, echo: false, logprobs, cloud_prompt, calls })
 }
 
 pub fn infill(r: InfillRequest, info: &ModelInfo) -> Result<Plan, ApiError> {
@@ -177,12 +167,79 @@ pub fn infill(r: InfillRequest, info: &ModelInfo) -> Result<Plan, ApiError> {
     };
     let max_tokens = max_tokens(limit, field, None, prompt.len(), info, "input_prefix")?;
     let sampler = sampler(info, r.temperature, r.top_p, r.top_k, r.min_p, r.repeat_penalty, None, None, r.seed, None)?;
-    let req = GenRequest { prompt, n: 1, max_tokens, sampler, stop: stops(r.stop.as_ref(), "stop")?, logprobs: None, prompt_logprobs: false, meter: Default::default() };
+    let req = GenRequest { prompt, n: 1, max_tokens, sampler, stop: stops(r.stop.as_ref(), "stop")?, logprobs: None, prompt_logprobs: false, meter: Default::default(), grammar: None };
     let mut cloud: String = r.input_extra.iter().map(|c| format!("{}\n{}\n", c.filename, c.text)).collect();
     cloud.push_str(&prefix);
     cloud.push_str(&r.input_suffix);
     let cloud_prompt = PromptText::Plain(vec![cloud]);
-    Ok(Plan { requests: vec![req], prompt_texts: vec![prefix], n: 1, stream: r.stream.unwrap_or(false), include_usage: false, echo: false, logprobs: None, cloud_prompt })
+    Ok(Plan { requests: vec![req], prompt_texts: vec![prefix], n: 1, stream: r.stream.unwrap_or(false), include_usage: false, echo: false, logprobs: None, cloud_prompt, calls: None })
+}
+
+/// Chat messages for the template, and as the cloud would bill them (role, text). Tool results
+/// must answer a call an earlier assistant turn made; call arguments must be JSON.
+fn chat_messages(list: &[Message]) -> Result<(Vec<ChatMessage>, Vec<(String, String)>), ApiError> {
+    if list.is_empty() {
+        return Err(ApiError::invalid("messages", "`messages` must hold at least one message"));
+    }
+    let mut messages = Vec::with_capacity(list.len());
+    let mut cloud = Vec::with_capacity(list.len());
+    let mut call_ids: Vec<(String, String)> = Vec::new();
+    for (i, m) in list.iter().enumerate() {
+        let role = match m.role.as_str() {
+            "system" | "developer" => "system",
+            "user" => "user",
+            "assistant" => "assistant",
+            "tool" | "function" => "tool",
+            other => {
+                let msg = format!("`messages[{i}].role` is `{other}`, which is not a role; use system, developer, user, assistant or tool");
+                return Err(ApiError::invalid(&format!("messages[{i}].role"), msg));
+            }
+        };
+        let field = format!("messages[{i}].content");
+        let content = message_text(&m.content, role == "assistant").map_err(|why| ApiError::invalid(&field, format!("`{field}` {why}")))?;
+        let mut msg = ChatMessage::new(role, &content);
+        let mut billed = content.clone();
+        if let Some(calls) = m.tool_calls.as_ref().filter(|c| !c.is_null()) {
+            let at = format!("messages[{i}].tool_calls");
+            if role != "assistant" {
+                return Err(ApiError::invalid(&at, format!("`{at}` belongs on assistant messages only")));
+            }
+            let calls = calls.as_array().ok_or_else(|| ApiError::invalid(&at, format!("`{at}` must be an array")))?;
+            let mut rendered = Vec::with_capacity(calls.len());
+            for (j, c) in calls.iter().enumerate() {
+                let at = format!("{at}[{j}]");
+                let id = c.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+                let name = c.pointer("/function/name").and_then(Value::as_str).ok_or_else(|| ApiError::invalid(&format!("{at}.function.name"), format!("`{at}.function.name` is missing")))?;
+                let args_at = format!("{at}.function.arguments");
+                let args = match c.pointer("/function/arguments") {
+                    Some(Value::String(s)) => serde_json::from_str::<Value>(s).map_err(|e| ApiError::invalid(&args_at, format!("`{args_at}` must be JSON text: {e}")))?,
+                    Some(v @ Value::Object(_)) => v.clone(),
+                    None | Some(Value::Null) => serde_json::json!({}),
+                    Some(other) => return Err(ApiError::invalid(&args_at, format!("`{args_at}` must be a JSON string, got {other}"))),
+                };
+                billed.push_str(&format!("{name}({args})"));
+                call_ids.push((id.clone(), name.to_owned()));
+                rendered.push(serde_json::json!({ "id": id, "type": "function", "function": { "name": name, "arguments": args } }));
+            }
+            msg.tool_calls = Some(Value::Array(rendered));
+        }
+        if role == "tool" {
+            let at = format!("messages[{i}].tool_call_id");
+            let answered = match (&m.tool_call_id, &m.name) {
+                (Some(id), _) => call_ids.iter().find(|(c, _)| c == id),
+                (None, Some(name)) if m.role == "function" => call_ids.iter().find(|(_, n)| n == name),
+                _ => return Err(ApiError::invalid(&at, format!("`{at}` is missing: a tool message answers one call"))),
+            };
+            let (id, name) = answered.cloned().ok_or_else(|| {
+                ApiError::invalid(&at, format!("`{at}` does not match any call an earlier assistant message made"))
+            })?;
+            msg.tool_call_id = Some(id);
+            msg.name = Some(name);
+        }
+        messages.push(msg);
+        cloud.push((m.role.clone(), billed));
+    }
+    Ok((messages, cloud))
 }
 
 /// The tokens and texts of a completions `prompt`: a string, strings, token ids, or lists of ids.
@@ -324,4 +381,4 @@ fn sampler(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -16,7 +16,7 @@ use crate::model::{Arch, Fim, GgufFile, PromptFormat, Vocab};
 const CONTEXT: usize = 64;
 const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
-fn info() -> ModelInfo {
+pub(crate) fn info() -> ModelInfo {
     let specials = ["<|im_start|>", "<|im_end|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"];
     let mut tokens = vec!["<unk>".to_owned(), "<s>".to_owned(), "</s>".to_owned()];
     let mut types = vec![2, 3, 3];
@@ -57,6 +57,7 @@ fn info() -> ModelInfo {
         arch: "llama".into(),
         device: "Cpu".into(),
         energy_method: EnergyMethod::Estimate,
+        grammars: Default::default(),
     }
 }
 
@@ -149,9 +150,18 @@ fn chat_errors_name_the_request_field() {
         (json!({ "presence_penalty": 3 }), "presence_penalty"),
         (json!({ "frequency_penalty": 3 }), "frequency_penalty"),
         (json!({ "logit_bias": { "x": 1 } }), "logit_bias"),
-        (json!({ "tools": [{ "type": "function" }] }), "tools"),
-        (json!({ "tool_choice": "auto" }), "tool_choice"),
-        (json!({ "response_format": { "type": "json_object" } }), "response_format"),
+        (json!({ "tools": [{ "type": "function" }] }), "tools[0].function"),
+        (json!({ "tools": [{ "type": "code_interpreter" }] }), "tools[0].type"),
+        (json!({ "tools": { "type": "function" } }), "tools"),
+        (json!({ "tool_choice": "required" }), "tool_choice"),
+        (json!({ "tool_choice": "sometimes" }), "tool_choice"),
+        (json!({ "parallel_tool_calls": "yes" }), "parallel_tool_calls"),
+        (json!({ "functions": [{ "name": "f" }], "tools": [{ "type": "function", "function": { "name": "f" } }] }), "functions"),
+        (json!({ "tools": [{ "type": "function", "function": { "name": "f", "parameters": 5 } }] }), "tools[0].function.parameters"),
+        (json!({ "tools": [{ "type": "function", "function": { "name": "f" } }, { "type": "function", "function": { "name": "f" } }] }), "tools[1]"),
+        (json!({ "messages": [{ "role": "user", "content": "hi", "tool_calls": [] }] }), "messages[0].tool_calls"),
+        (json!({ "response_format": { "type": "xml" } }), "response_format.type"),
+        (json!({ "response_format": { "type": "json_schema", "json_schema": { "name": "x", "schema": 5 } } }), "response_format.json_schema.schema"),
         (json!({ "modalities": ["audio"] }), "modalities"),
     ]);
     for (extra, field) in cases {

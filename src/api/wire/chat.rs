@@ -7,7 +7,8 @@ use crate::engine::TokenLogprob;
 
 use super::super::openai::{ChatTokenLogprob, ChatTopLogprob};
 use super::super::respond::Reply;
-use super::{finish_str, openai_body, openai_chunk, openai_end, Delta, Frame, Wire};
+use super::super::tools::CallDelta;
+use super::{openai_body, openai_chunk, openai_end, Delta, Frame, Wire};
 
 pub struct Chat;
 
@@ -35,7 +36,14 @@ impl Wire for Chat {
     fn body(&self, r: &Reply) -> Value {
         openai_body(r, "chat.completion", |i, c| {
             let logprobs = r.plan.logprobs.map(|_| json!({ "content": logprobs(r, &c.logprobs) }));
-            json!({ "index": i, "message": { "role": "assistant", "content": c.text }, "logprobs": logprobs, "finish_reason": finish_str(c.finish) })
+            let message = match c.calls.as_ref().filter(|p| !p.calls().is_empty()) {
+                None => json!({ "role": "assistant", "content": c.text }),
+                Some(p) => {
+                    let content = Some(p.content()).filter(|t| !t.trim().is_empty());
+                    json!({ "role": "assistant", "content": content, "tool_calls": p.openai_calls() })
+                }
+            };
+            json!({ "index": i, "message": message, "logprobs": logprobs, "finish_reason": c.finish_reason() })
         })
     }
 
@@ -46,7 +54,15 @@ impl Wire for Chat {
                 let lp = logprob.map(|l| json!({ "content": logprobs(r, std::slice::from_ref(l)) }));
                 json!({ "index": i, "delta": { "content": text }, "logprobs": lp, "finish_reason": null })
             }
-            Delta::Finished(f) => json!({ "index": i, "delta": {}, "logprobs": null, "finish_reason": finish_str(Some(f)) }),
+            Delta::ToolCall(CallDelta::Begin { index, id, name }) => {
+                let call = json!({ "index": index, "id": id, "type": "function", "function": { "name": name, "arguments": "" } });
+                json!({ "index": i, "delta": { "tool_calls": [call] }, "logprobs": null, "finish_reason": null })
+            }
+            Delta::ToolCall(CallDelta::Arguments { index, fragment }) => {
+                let call = json!({ "index": index, "function": { "arguments": fragment } });
+                json!({ "index": i, "delta": { "tool_calls": [call] }, "logprobs": null, "finish_reason": null })
+            }
+            Delta::Finished(_) => json!({ "index": i, "delta": {}, "logprobs": null, "finish_reason": r.choices[i].finish_reason() }),
             _ => return Vec::new(),
         };
         vec![openai_chunk(r, "chat.completion.chunk", choice)]

@@ -13,20 +13,23 @@ use crate::engine::{FinishReason, TokenLogprob};
 
 use super::error::ApiError;
 use super::respond::{Choice, Reply};
+use super::tools::CallDelta;
 
 pub use chat::CHAT;
 pub use completions::COMPLETIONS;
 pub use infill::INFILL;
 
 /// What one engine event changed in one choice, in terms every format can write.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Delta<'a> {
     /// The prompt is processed; the choice begins.
     Started,
     /// The prompt's log-probabilities are known (completions with `echo` and `logprobs`).
     PromptLogprobs,
     /// New text (maybe empty) and, when asked for, the log-probability of the token behind it.
-    Text { text: &'a str, logprob: Option<&'a TokenLogprob> },
+    Text { text: String, logprob: Option<&'a TokenLogprob> },
+    /// A tool call began, or its arguments grew (chat with tools only).
+    ToolCall(CallDelta),
     /// The choice ended.
     Finished(FinishReason),
 }
