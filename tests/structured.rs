@@ -121,6 +121,11 @@ async fn forced_tool_calls_are_valid_and_stream_the_same() {
         assert_eq!((sname.as_str(), sargs.as_str(), finish, ids), (name, f["arguments"].as_str().unwrap(), json!("tool_calls"), 1));
     }
     assert!(s.metric("hearth_tool_calls_total").await >= 4.0);
+    // The ledger counts them too.
+    let (_, body) = s.get("/v1/ledger?limit=100").await;
+    let rows: Value = serde_json::from_str(&body).unwrap();
+    let calls: u64 = rows["data"].as_array().unwrap_or_else(|| panic!("{rows}")).iter().map(|r| r["tool_calls"].as_u64().unwrap()).sum();
+    assert_eq!(calls, 4, "{rows}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,6 +67,7 @@ impl Recorder {
             energy_method: self.energy_method.to_owned(),
             busy_s: 0.0,
             api_key_hash: self.key_hash.clone(),
+            tool_calls: 0,
         };
         commit(self.ledger, record, None, String::new()).await;
     }
@@ -134,6 +135,7 @@ impl Reply {
             energy_method: r.energy_method.to_owned(),
             busy_s: r.meters.iter().map(|m| m.busy_secs()).sum(),
             api_key_hash: r.key_hash.clone(),
+            tool_calls: self.choices.iter().filter_map(|c| c.calls.as_ref()).map(|p| p.calls().len() as u64).sum(),
         }
     }
 

@@ -5,6 +5,8 @@
 
 use std::time::Instant;
 
+use crate::engine::sampler::argmax;
+use crate::engine::{Grammar, GrammarError};
 use crate::model::{Chunk, Logits, Model, ModelError};
 
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +38,61 @@ fn prompt_secs(model: &Model, pp: usize, seed: u64) -> Result<f64, ModelError> {
     model.decoder.forward(&mut [Chunk { tokens: &toks, cache: &mut cache, logits: Logits::Last }])?;
     sync(model)?;
     Ok(start.elapsed().as_secs_f64())
+}
+
+/// Generation that reads its logits and picks each next token (greedy), under `grammar` when
+/// given: every sequence's mask is computed beside the forward pass and applied before the pick,
+/// as the engine does; a grammar that ends starts over (the cache goes on). Without a grammar
+/// this is the same loop less the masks, so the two times differ by the grammar's cost alone.
+fn picked_secs(model: &Model, tg: usize, parallel: usize, grammar: Option<&Grammar>) -> Result<f64, ModelError> {
+    let mut caches: Vec<_> = (0..parallel).map(|_| model.decoder.new_cache()).collect();
+    let mut grammars: Vec<Option<Grammar>> = (0..parallel).map(|_| grammar.cloned()).collect();
+    let mut next: Vec<u32> = (0..parallel).map(|s| tokens(model, 1, s as u64 + 7)[0]).collect();
+    let bad = |e: GrammarError| ModelError::Input(format!("the grammar failed: {e}"));
+    let start = Instant::now();
+    for _ in 0..tg {
+        let mut chunks: Vec<Chunk> =
+            caches.iter_mut().zip(&next).map(|(cache, t)| Chunk { tokens: std::slice::from_ref(t), cache, logits: Logits::Last }).collect();
+        let (out, masks) = std::thread::scope(|scope| {
+            let masks = scope.spawn(|| grammars.iter_mut().map(|g| g.as_mut().map(Grammar::mask).transpose()).collect::<Result<Vec<_>, _>>());
+            let out = model.decoder.forward(&mut chunks);
+            (out, masks.join().expect("the mask thread"))
+        });
+        let masks = masks.map_err(bad)?;
+        for (i, rows) in out?.into_iter().enumerate() {
+            let rows = rows.ok_or_else(|| ModelError::Input("no logits".into()))?;
+            let mut row: Vec<f32> = rows.flatten_all().and_then(|t| t.to_vec1()).map_err(|e| ModelError::candle("reading logits", e))?;
+            if let Some(m) = &masks[i] {
+                m.apply(&mut row);
+            }
+            let t = argmax(&row);
+            if let Some(g) = grammars[i].as_mut() {
+                let ends = model.vocab.is_end_of_generation(t);
+                if !ends {
+                    g.accept(t).map_err(bad)?;
+                }
+                if ends || g.is_finished() {
+                    *g = grammar.cloned().expect("a grammar");
+                }
+            }
+            next[i] = t;
+        }
+    }
+    sync(model)?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// Generation speed with and without `grammar` (tokens per second, all sequences together), in
+/// alternating runs, medians of `reps`.
+pub fn measure_constrained(model: &Model, tg: usize, parallel: usize, reps: usize, grammar: &Grammar) -> Result<(f64, f64), ModelError> {
+    let parallel = parallel.max(1);
+    picked_secs(model, tg.min(16), parallel, Some(grammar))?;
+    let (mut free, mut bound) = (Vec::new(), Vec::new());
+    for _ in 0..reps.max(1) {
+        free.push((tg * parallel) as f64 / picked_secs(model, tg, parallel, None)?);
+        bound.push((tg * parallel) as f64 / picked_secs(model, tg, parallel, Some(grammar))?);
+    }
+    Ok((median(free), median(bound)))
 }
 
 fn generate_secs(model: &Model, tg: usize, parallel: usize, seed: u64) -> Result<f64, ModelError> {

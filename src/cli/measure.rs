@@ -41,6 +41,10 @@ pub struct SpeedArgs {
     /// One JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Also generate under this JSON Schema (constrained decoding) and report its cost against
+    /// the same loop unconstrained; both pick tokens greedily from the logits.
+    #[arg(long, value_name = "FILE")]
+    json_schema: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -115,12 +119,23 @@ pub fn speed(args: &SpeedArgs) -> Result<()> {
         bail!("-p {pp} and -n {tg} must each fit the context of {ctx} tokens");
     }
     let s = crate::bench::speed::measure(&model, pp, tg, parallel, reps)?;
+    let constrained = match &args.json_schema {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let schema: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+            let spec = crate::engine::GrammarSpec::JsonSchema(schema);
+            let grammar = crate::engine::Grammars::new(&model.vocab).and_then(|g| g.compile(&spec)).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            Some(crate::bench::speed::measure_constrained(&model, tg.max(1), parallel, reps, &grammar)?)
+        }
+    };
     let rss = crate::bench::speed::peak_rss();
     if json {
         let threads = threads();
         println!(
             "{}",
-            serde_json::json!({ "pp": pp, "tg": tg, "parallel": parallel, "pp_tps": s.pp_tps, "tg_tps": s.tg_tps, "threads": threads, "peak_rss": rss, "reps": reps, "load_s": load_s })
+            serde_json::json!({ "pp": pp, "tg": tg, "parallel": parallel, "pp_tps": s.pp_tps, "tg_tps": s.tg_tps, "threads": threads, "peak_rss": rss, "reps": reps, "load_s": load_s,
+                "picked_tg_tps": constrained.map(|c| c.0), "constrained_tg_tps": constrained.map(|c| c.1) })
         );
     } else {
         if pp > 0 {
@@ -130,6 +145,9 @@ pub fn speed(args: &SpeedArgs) -> Result<()> {
             println!("tg{tg} x {parallel} sequences: {:.1} tok/s in all", s.tg_tps);
         } else if tg > 0 {
             println!("tg{tg}: {:.1} tok/s", s.tg_tps);
+        }
+        if let Some((free, bound)) = constrained {
+            println!("tg{tg} x {parallel} picking greedily: {free:.1} tok/s free, {bound:.1} tok/s under the schema ({:+.1}%)", (bound / free - 1.0) * 100.0);
         }
         println!("threads {}, median of {reps}, peak RSS {:.1} MiB", threads(), rss as f64 / (1 << 20) as f64);
     }

@@ -53,6 +53,8 @@ columns! {
         /// How `energy_j` was measured (`rapl` or `estimate`).
         energy_method: String,
         api_key_hash: Option<String>,
+        /// Tool calls in the answer (all choices).
+        tool_calls: u64,
     }
 }
 

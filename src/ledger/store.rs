@@ -46,6 +46,8 @@ CREATE TABLE cloud_costs (
     estimate          INTEGER NOT NULL,
     PRIMARY KEY (request_id, comparator)
 );
+"#, r#"
+ALTER TABLE requests ADD COLUMN tool_calls INTEGER NOT NULL DEFAULT 0;
 "#];
 
 /// Which rows to list or sum.
