@@ -35,8 +35,9 @@ async fn bad_requests_name_the_field() {
         ("/v1/chat/completions", chat(json!({ "logit_bias": { "5": 500 } })), 400, Some("logit_bias"), None),
         ("/v1/chat/completions", chat(json!({ "top_logprobs": 3 })), 400, Some("top_logprobs"), None),
         ("/v1/chat/completions", chat(json!({ "logprobs": true, "top_logprobs": 50 })), 400, Some("top_logprobs"), None),
-        ("/v1/chat/completions", chat(json!({ "tools": [{ "type": "function", "function": { "name": "f" } }] })), 400, Some("tools"), Some("unsupported_parameter")),
-        ("/v1/chat/completions", chat(json!({ "response_format": { "type": "json_object" } })), 400, Some("response_format"), Some("unsupported_parameter")),
+        ("/v1/chat/completions", chat(json!({ "tools": [{ "type": "web_search" }] })), 400, Some("tools[0].type"), None),
+        ("/v1/chat/completions", chat(json!({ "response_format": { "type": "yaml" } })), 400, Some("response_format.type"), None),
+        ("/v1/chat/completions", chat(json!({ "audio": { "voice": "x" } })), 400, Some("audio"), Some("unsupported_parameter")),
         ("/v1/chat/completions", chat(json!({ "frobnicate": 1 })), 400, Some("frobnicate"), Some("unknown_parameter")),
         ("/v1/chat/completions", chat(json!({ "stop": 5 })), 400, Some("stop"), None),
         ("/v1/chat/completions", chat(json!({ "stop": vec!["a"; 17] })), 400, Some("stop"), None),
@@ -171,7 +172,7 @@ async fn random_bodies_never_break_the_server() {
     let fields = [
         "model", "prompt", "messages", "suffix", "temperature", "top_p", "top_k", "min_p", "n", "stop", "seed", "echo", "logprobs",
         "top_logprobs", "presence_penalty", "frequency_penalty", "repeat_penalty", "logit_bias", "stream", "stream_options", "best_of",
-        "user", "tools", "response_format", "input_prefix", "input_suffix", "input_extra", "content", "tokens", "add_special", "bogus",
+        "user", "tools", "tool_choice", "response_format", "json_schema", "grammar", "input_prefix", "input_suffix", "input_extra", "content", "tokens", "add_special", "bogus",
     ];
     let paths = ["/v1/completions", "/v1/chat/completions", "/infill", "/tokenize", "/detokenize"];
     let mut answered = std::collections::BTreeMap::new();
