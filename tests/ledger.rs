@@ -29,6 +29,7 @@ fn entry(id: &str, model: &str, prompt: u64, cached: u64, generated: u64) -> Rec
         busy_s: 3600.0,
         api_key_hash: None,
         tool_calls: 0,
+        asked_model: None,
     }
 }
 

@@ -14,7 +14,7 @@ const OPENAI: &str = "openai==3.54.0";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_openai_client_works_against_hearth() {
     let deps = tokio::task::spawn_blocking(|| common::python_package(OPENAI)).await.unwrap();
-    let config = ServeConfig { api_key: Some("test-key".into()), cors_origins: vec![] };
+    let config = ServeConfig { api_key: Some("test-key".into()), cors_origins: vec![], ..ServeConfig::default() };
     let s = Server::smollm2_with(EngineConfig { prefix_cache: 0, ..EngineConfig::default() }, config).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/openai_client.py");
     let url = s.url.clone();

@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::server::{error_of, write_synth_chat, Server, SYNTH_CONTEXT};
-use hearth::api::ServeConfig;
+use common::server::{error_of, write_synth_chat, Server, SYNTH, SYNTH_CONTEXT};
+use hearth::api::{ModelNames, ServeConfig};
 use hearth::engine::EngineConfig;
 use serde_json::json;
 
@@ -21,7 +21,6 @@ async fn bad_requests_name_the_field() {
     };
     // (path, body, status, param, code)
     let cases = vec![
-        ("/v1/chat/completions", chat(json!({ "model": "gpt-4o" })), 404, Some("model"), Some("model_not_found")),
         ("/v1/chat/completions", chat(json!({ "temperature": "hot" })), 400, Some("temperature"), None),
         ("/v1/chat/completions", chat(json!({ "temperature": 3.5 })), 400, Some("temperature"), None),
         ("/v1/chat/completions", chat(json!({ "top_p": 0 })), 400, Some("top_p"), None),
@@ -90,8 +89,32 @@ async fn bad_requests_name_the_field() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_model_name_is_served_unless_strict() {
+    let s = Server::synth().await;
+    let body = json!({ "model": "claude-sonnet-4-5", "messages": [{ "role": "user", "content": "Hi" }], "max_tokens": 3 });
+    let (st, headers, v) = s.post("/v1/chat/completions", &body).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!((v["model"].as_str(), headers["x-hearth-model"].to_str().unwrap()), (Some("claude-sonnet-4-5"), SYNTH));
+    let (_, rows) = s.get("/v1/ledger").await;
+    let rows: serde_json::Value = serde_json::from_str(&rows).unwrap();
+    assert_eq!((rows["data"][0]["model"].as_str(), rows["data"][0]["asked_model"].as_str()), (Some(SYNTH), Some("claude-sonnet-4-5")), "{rows}");
+
+    let names = ModelNames { aliases: vec!["claude-*=synth-chat".parse().unwrap()], strict: true };
+    let s = Server::synth_with(EngineConfig::default(), ServeConfig { names, ..ServeConfig::default() }).await;
+    let ask = |model: &str| json!({ "model": model, "prompt": "x", "max_tokens": 2 });
+    assert_eq!(s.post("/v1/completions", &ask("claude-haiku-4-5")).await.0, 200);
+    assert_eq!(s.post("/v1/completions", &ask(SYNTH)).await.0, 200);
+    let (st, _, v) = s.post("/v1/completions", &ask("gpt-4o")).await;
+    assert_eq!(error_of(st, &v, 404)["code"], "model_not_found", "{v}");
+    let (_, models) = s.get("/v1/models").await;
+    let models: serde_json::Value = serde_json::from_str(&models).unwrap();
+    assert_eq!(models["data"][1]["id"], "claude-*", "{models}");
+    assert_eq!(s.get("/v1/models/gpt-4o").await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_key_is_required_when_set_and_cors_allows_only_named_origins() {
-    let config = ServeConfig { api_key: Some("sekret".into()), cors_origins: vec!["http://editor.local".into()] };
+    let config = ServeConfig { api_key: Some("sekret".into()), cors_origins: vec!["http://editor.local".into()], ..ServeConfig::default() };
     let s = Server::synth_with(EngineConfig::default(), config).await;
     let url = format!("{}/v1/models", s.url);
     let r = s.client.get(&url).send().await.unwrap();

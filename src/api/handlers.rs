@@ -53,20 +53,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
 pub async fn completions(State(st): State<AppState>, headers: HeaderMap, ApiJson(req): ApiJson<CompletionRequest>) -> Result<Response, ApiError> {
     let engine = st.engine()?;
+    let asked = st.names().resolve(req.model.as_deref(), engine.info())?;
     let plan = validated(&st, &engine, "/v1/completions", &headers, move |info| validate::completion(req, info)).await?;
-    answer(&st, &engine, &COMPLETIONS, "/v1/completions", &headers, plan).await
+    answer(&st, &engine, &COMPLETIONS, "/v1/completions", &headers, plan, asked).await
 }
 
 pub async fn chat(State(st): State<AppState>, headers: HeaderMap, ApiJson(req): ApiJson<ChatRequest>) -> Result<Response, ApiError> {
     let engine = st.engine()?;
+    let asked = st.names().resolve(req.model.as_deref(), engine.info())?;
     let plan = validated(&st, &engine, "/v1/chat/completions", &headers, move |info| validate::chat(req, info)).await?;
-    answer(&st, &engine, &CHAT, "/v1/chat/completions", &headers, plan).await
+    answer(&st, &engine, &CHAT, "/v1/chat/completions", &headers, plan, asked).await
 }
 
 pub async fn infill(State(st): State<AppState>, headers: HeaderMap, ApiJson(req): ApiJson<InfillRequest>) -> Result<Response, ApiError> {
     let engine = st.engine()?;
+    let asked = st.names().resolve(req.model.as_deref(), engine.info())?;
     let plan = validated(&st, &engine, "/infill", &headers, move |info| validate::infill(req, info)).await?;
-    answer(&st, &engine, &INFILL, "/infill", &headers, plan).await
+    answer(&st, &engine, &INFILL, "/infill", &headers, plan, asked).await
 }
 
 /// Runs validation (templates, tokenization: possibly slow on big prompts) on a blocking thread.
@@ -88,9 +91,12 @@ async fn validated(
     plan
 }
 
-async fn answer(st: &AppState, engine: &Engine, wire: &'static dyn Wire, endpoint: &'static str, headers: &HeaderMap, plan: Plan) -> Result<Response, ApiError> {
+/// Runs a validated request and answers it in `wire`'s format, under the model name the client
+/// asked for (`asked`; the served one is in the `x-hearth-model` header and the ledger).
+pub(super) async fn answer(st: &AppState, engine: &Engine, wire: &'static dyn Wire, endpoint: &'static str, headers: &HeaderMap, plan: Plan, asked: String) -> Result<Response, ApiError> {
     let recorder = st.ledger().map(|ledger| {
         let mut r = Recorder::new(ledger, endpoint, headers, engine.info());
+        r.asked_model = Some(asked.clone()).filter(|a| *a != engine.info().id);
         r.attach(plan.requests.iter().map(|q| q.meter.clone()).collect(), plan.cloud_prompt.clone());
         r
     });
@@ -98,7 +104,8 @@ async fn answer(st: &AppState, engine: &Engine, wire: &'static dyn Wire, endpoin
     if requests.iter().any(|r| r.grammar.is_some()) {
         st.metrics().constrained();
     }
-    let mut reply = Reply::new(wire, engine.info().id.clone(), plan, engine.info().vocab.clone(), st.metrics(), recorder);
+    let mut reply = Reply::new(wire, asked, plan, engine.info().vocab.clone(), st.metrics(), recorder);
+    reply.served = engine.info().id.clone();
     let mut rxs = Vec::with_capacity(requests.len());
     for r in requests {
         match engine.submit(r) {
@@ -129,12 +136,17 @@ fn model_object(info: &ModelInfo, created: u64) -> serde_json::Value {
 
 pub async fn models(State(st): State<AppState>) -> Result<Response, ApiError> {
     let engine = st.engine()?;
-    Ok(Json(json!({ "object": "list", "data": [model_object(engine.info(), st.started())] })).into_response())
+    let info = engine.info();
+    let mut data = vec![model_object(info, st.started())];
+    for a in st.names().aliases.iter().filter(|a| a.model == info.id || a.model == info.name) {
+        data.push(json!({ "id": a.pattern, "object": "model", "created": st.started(), "owned_by": "hearth", "meta": { "alias_of": info.id } }));
+    }
+    Ok(Json(json!({ "object": "list", "data": data })).into_response())
 }
 
 pub async fn model(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let engine = st.engine()?;
-    validate::check_model(Some(&id), engine.info())?;
+    st.names().resolve(Some(&id), engine.info())?;
     Ok(Json(model_object(engine.info(), st.started())).into_response())
 }
 
@@ -151,7 +163,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
 
 pub async fn tokenize(State(st): State<AppState>, ApiJson(req): ApiJson<TokenizeRequest>) -> Result<Response, ApiError> {
     let engine = st.engine()?;
-    validate::check_model(req.model.as_deref(), engine.info())?;
+    st.names().resolve(req.model.as_deref(), engine.info())?;
     let e = engine.clone();
     let ids = tokio::task::spawn_blocking(move || e.info().vocab.encode(&req.content, req.add_special))
         .await
@@ -169,7 +181,7 @@ pub async fn tokenize(State(st): State<AppState>, ApiJson(req): ApiJson<Tokenize
 pub async fn detokenize(State(st): State<AppState>, ApiJson(req): ApiJson<DetokenizeRequest>) -> Result<Response, ApiError> {
     let engine = st.engine()?;
     let info = engine.info();
-    validate::check_model(req.model.as_deref(), info)?;
+    st.names().resolve(req.model.as_deref(), info)?;
     let ids = req
         .tokens
         .iter()

@@ -6,6 +6,7 @@ mod dashboard;
 mod error;
 mod handlers;
 mod metrics;
+mod names;
 pub mod openai;
 mod recorder;
 mod reports;
@@ -31,6 +32,7 @@ use crate::ledger::Ledger;
 
 pub use error::ApiError;
 pub use metrics::Metrics;
+pub use names::{Alias, ModelNames};
 
 /// Largest request body accepted (an editor may send whole files as context).
 pub const MAX_BODY: usize = 32 << 20;
@@ -41,6 +43,8 @@ pub struct ServeConfig {
     pub api_key: Option<String>,
     /// Origins allowed by CORS; none means no CORS headers at all.
     pub cors_origins: Vec<String>,
+    /// Which model names clients may send.
+    pub names: ModelNames,
 }
 
 /// Shared by all handlers. The engine is set once the model has loaded; until then the model
@@ -90,6 +94,10 @@ impl AppState {
 
     fn metrics(&self) -> Arc<Metrics> {
         self.inner.metrics.clone()
+    }
+
+    fn names(&self) -> &ModelNames {
+        &self.inner.config.names
     }
 
     fn started(&self) -> u64 {

@@ -24,6 +24,8 @@ pub struct Recorder {
     meters: Vec<Arc<Meter>>,
     cloud_prompt: Option<PromptText>,
     recorded: bool,
+    /// The name the client asked for, when it is not the served model's.
+    pub asked_model: Option<String>,
 }
 
 impl Recorder {
@@ -38,6 +40,7 @@ impl Recorder {
             meters: Vec::new(),
             cloud_prompt: None,
             recorded: false,
+            asked_model: None,
         }
     }
 
@@ -68,6 +71,7 @@ impl Recorder {
             busy_s: 0.0,
             api_key_hash: self.key_hash.clone(),
             tool_calls: 0,
+            asked_model: None,
         };
         commit(self.ledger, record, None, String::new()).await;
     }
@@ -120,7 +124,7 @@ impl Reply {
         Record {
             id: self.id.clone(),
             endpoint: r.endpoint.to_owned(),
-            model: self.model.clone(),
+            model: self.served.clone(),
             quantization: r.quantization.clone(),
             device: r.device.clone(),
             outcome,
@@ -135,6 +139,7 @@ impl Reply {
             energy_method: r.energy_method.to_owned(),
             busy_s: r.meters.iter().map(|m| m.busy_secs()).sum(),
             api_key_hash: r.key_hash.clone(),
+            asked_model: r.asked_model.clone(),
             tool_calls: self.choices.iter().filter_map(|c| c.calls.as_ref()).map(|p| p.calls().len() as u64).sum(),
         }
     }

@@ -47,7 +47,9 @@ pub struct Reply {
     pub wire: &'static dyn Wire,
     pub id: String,
     pub created: u64,
+    /// The model name the client asked for (echoed back), and the model that served it.
     pub model: String,
+    pub served: String,
     pub plan: Plan,
     pub vocab: Arc<Vocab>,
     pub metrics: Arc<Metrics>,
@@ -69,7 +71,7 @@ impl Reply {
         let choices = (0..plan.requests.len() * plan.n)
             .map(|i| Choice { calls: plan.calls.clone().map(|start| CallParser::new(start, format!("call_{}_{i}", &id[id.len() - 12..]))), ..Choice::default() })
             .collect();
-        Self { wire, id, created, model, plan, vocab, metrics, choices, recorder, cost: None, started: Instant::now(), first_token: None }
+        Self { wire, id, created, served: model.clone(), model, plan, vocab, metrics, choices, recorder, cost: None, started: Instant::now(), first_token: None }
     }
 
     /// Applies one event of choice `index`; returns what changed, for the stream, or the
@@ -140,6 +142,7 @@ impl Reply {
         };
         let u = self.usage();
         let queue = self.choices.iter().map(|c| c.queue).max().unwrap_or_default();
+        put("x-hearth-model", self.served.clone());
         put("x-hearth-queue-ms", format!("{:.1}", queue.as_secs_f64() * 1e3));
         put("x-hearth-prompt-tokens", u.prompt_tokens.to_string());
         put("x-hearth-cached-tokens", u.prompt_tokens_details.cached_tokens.to_string());

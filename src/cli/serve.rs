@@ -25,6 +25,14 @@ pub struct ServeArgs {
     /// Allow browser requests from this origin (repeatable); no CORS without it.
     #[arg(long = "cors-origin")]
     cors_origin: Vec<String>,
+    /// Serve requests for NAME with MODEL (repeatable; NAME may use * wildcards, as in
+    /// `claude-*=MODEL`). Listed in /v1/models.
+    #[arg(long = "alias", value_name = "NAME=MODEL")]
+    alias: Vec<crate::api::Alias>,
+    /// Answer 404 to model names that are neither the served model's nor an alias (by default
+    /// any name is served by the one model, since clients choose names of their own).
+    #[arg(long)]
+    strict_model_names: bool,
     /// Sequences generated together in one batch.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     parallel: u16,
@@ -43,7 +51,8 @@ pub struct ServeArgs {
 
 pub fn serve(args: ServeArgs) -> Result<()> {
     let (id, path) = args.model.locate()?;
-    let config = ServeConfig { api_key: args.api_key.clone(), cors_origins: args.cors_origin.clone() };
+    let names = crate::api::ModelNames { aliases: args.alias.clone(), strict: args.strict_model_names };
+    let config = ServeConfig { api_key: args.api_key.clone(), cors_origins: args.cors_origin.clone(), names };
     let state = AppState::new(config);
     let ledger = args.ledger.open()?;
     let watts_per_core = ledger.prices().local.watts_per_core();

@@ -55,6 +55,8 @@ columns! {
         api_key_hash: Option<String>,
         /// Tool calls in the answer (all choices).
         tool_calls: u64,
+        /// The model name the client sent, when it differs from `model` (the one that served).
+        asked_model: Option<String>,
     }
 }
 

@@ -48,6 +48,8 @@ CREATE TABLE cloud_costs (
 );
 "#, r#"
 ALTER TABLE requests ADD COLUMN tool_calls INTEGER NOT NULL DEFAULT 0;
+"#, r#"
+ALTER TABLE requests ADD COLUMN asked_model TEXT;
 "#];
 
 /// Which rows to list or sum.

@@ -36,15 +36,7 @@ pub struct Plan {
     pub calls: Option<String>,
 }
 
-pub fn check_model(asked: Option<&str>, info: &ModelInfo) -> Result<(), ApiError> {
-    match asked {
-        Some(m) if !m.is_empty() && m != info.id && m != info.name => Err(ApiError::model_not_found(m, &info.id)),
-        _ => Ok(()),
-    }
-}
-
 pub fn completion(r: CompletionRequest, info: &ModelInfo) -> Result<Plan, ApiError> {
-    check_model(r.model.as_deref(), info)?;
     if let Some(b) = r.best_of.filter(|&b| b != 1) {
         return Err(ApiError::unsupported("best_of", &format!("hearth returns every choice it generates; use `n` (got best_of={b})")));
     }
@@ -96,7 +88,6 @@ pub fn completion(r: CompletionRequest, info: &ModelInfo) -> Result<Plan, ApiErr
 }
 
 pub fn chat(r: ChatRequest, info: &ModelInfo) -> Result<Plan, ApiError> {
-    check_model(r.model.as_deref(), info)?;
     let set = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
     let tools = tools::plan(r.tools.as_ref(), r.functions.as_ref(), r.tool_choice.as_ref(), r.function_call.as_ref(), r.parallel_tool_calls.as_ref())?;
     let format = structured::response_format(r.response_format.as_ref())?;
@@ -152,7 +143,6 @@ pub fn chat(r: ChatRequest, info: &ModelInfo) -> Result<Plan, ApiError> {
 }
 
 pub fn infill(r: InfillRequest, info: &ModelInfo) -> Result<Plan, ApiError> {
-    check_model(r.model.as_deref(), info)?;
     let fim = info.fim.as_ref().ok_or_else(|| {
         ApiError::invalid("input_prefix", format!("the model `{}` has no fill-in-the-middle tokens, so it cannot infill", info.id))
     })?;

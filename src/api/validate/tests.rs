@@ -93,7 +93,6 @@ fn sampling_cases() -> Vec<(Json, &'static str)> {
         (json!({ "stop": [1, 2] }), "stop"),
         (json!({ "stop": 5 }), "stop"),
         (json!({ "stop": vec!["x"; super::MAX_STOPS + 1] }), "stop"),
-        (json!({ "model": "not-this-one" }), "model"),
     ]
 }
 
