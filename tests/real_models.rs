@@ -116,7 +116,7 @@ fn stop_strings_and_max_tokens_end_generation() {
     let engine = engine(model);
     let req = GenRequest { stop: vec![" 9".into()], ..GenRequest::new(prompt.clone(), 40, SamplerConfig::default()) };
     let g = engine.generate(req, |_| {}).unwrap();
-    assert_eq!(g.finish, FinishReason::Stop);
+    assert_eq!(g.finish, FinishReason::StopSequence);
     assert!(g.text.starts_with(" 6, 7, 8,") && !g.text.contains('9'), "{:?}", g.text);
     let g = engine.generate(GenRequest::new(prompt, 5, SamplerConfig::default()), |_| {}).unwrap();
     assert_eq!((g.finish, g.tokens.len()), (FinishReason::Length, 5));

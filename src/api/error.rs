@@ -1,5 +1,7 @@
-//! The one API error type and the one place errors become HTTP responses, in OpenAI's
-//! `{"error": {"message", "type", "param", "code"}}` shape. Internal details are logged, not sent.
+//! The one API error type and the one place errors become HTTP responses, in the shape of the
+//! protocol that was spoken: OpenAI's `{"error": {"message", "type", "param", "code"}}`,
+//! Anthropic's `{"type": "error", "error": {"type", "message"}}` or Ollama's `{"error": "…"}`.
+//! Internal details are logged, not sent.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -15,11 +17,22 @@ pub struct ApiError {
     pub kind: &'static str,
     pub param: Option<String>,
     pub code: Option<&'static str>,
+    /// The protocol whose error shape the body takes.
+    pub shape: Shape,
+}
+
+/// Which protocol's error shape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Shape {
+    #[default]
+    OpenAi,
+    Anthropic,
+    Ollama,
 }
 
 impl ApiError {
     fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), kind, param: None, code: None }
+        Self { status, message: message.into(), kind, param: None, code: None, shape: Shape::OpenAi }
     }
 
     fn with(mut self, param: Option<&str>, code: Option<&'static str>) -> Self {
@@ -59,7 +72,7 @@ impl ApiError {
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", "a valid API key is required: send `Authorization: Bearer KEY`")
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", "a valid API key is required: send `Authorization: Bearer KEY` or `x-api-key: KEY`")
             .with(None, Some("invalid_api_key"))
     }
 
@@ -96,9 +109,31 @@ impl From<SamplerError> for ApiError {
 }
 
 impl ApiError {
-    /// The error in OpenAI's shape, as a body or as the last event of a broken stream.
+    /// The same error, answered in `shape`.
+    pub fn shaped(mut self, shape: Shape) -> Self {
+        self.shape = shape;
+        self
+    }
+
+    /// The error in its protocol's shape, as a body or as the last event of a broken stream.
     pub fn body(&self) -> Value {
-        json!({ "error": { "message": self.message, "type": self.kind, "param": self.param, "code": self.code } })
+        match self.shape {
+            Shape::OpenAi => json!({ "error": { "message": self.message, "type": self.kind, "param": self.param, "code": self.code } }),
+            Shape::Anthropic => {
+                let kind = match self.status.as_u16() {
+                    400 | 422 => "invalid_request_error",
+                    401 => "authentication_error",
+                    403 => "permission_error",
+                    404 => "not_found_error",
+                    413 => "request_too_large",
+                    429 => "rate_limit_error",
+                    503 | 529 => "overloaded_error",
+                    _ => "api_error",
+                };
+                json!({ "type": "error", "error": { "type": kind, "message": self.message } })
+            }
+            Shape::Ollama => json!({ "error": self.message }),
+        }
     }
 }
 

@@ -74,7 +74,7 @@ pub async fn infill(State(st): State<AppState>, headers: HeaderMap, ApiJson(req)
 
 /// Runs validation (templates, tokenization: possibly slow on big prompts) on a blocking thread.
 /// A refused request is recorded in the ledger as an error.
-async fn validated(
+pub(super) async fn validated(
     st: &AppState,
     engine: &Engine,
     endpoint: &'static str,

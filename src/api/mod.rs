@@ -2,6 +2,7 @@
 //! OpenAI-compatible endpoints plus llama.cpp's `/infill`, `/tokenize` and `/detokenize`, and the
 //! cost ledger's `/v1/ledger`, `/v1/ledger/summary` and `/dashboard`.
 
+mod anthropic;
 mod dashboard;
 mod error;
 mod handlers;
@@ -30,7 +31,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::engine::Engine;
 use crate::ledger::Ledger;
 
-pub use error::ApiError;
+pub use error::{ApiError, Shape};
 pub use metrics::Metrics;
 pub use names::{Alias, ModelNames};
 
@@ -111,6 +112,8 @@ pub fn router(state: AppState) -> Router {
     let mut app = Router::new()
         .route("/v1/completions", post(handlers::completions))
         .route("/v1/chat/completions", post(handlers::chat))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/v1/models", get(handlers::models))
         .route("/v1/models/{id}", get(handlers::model))
         .route("/infill", post(handlers::infill))
@@ -121,7 +124,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ledger", get(reports::rows))
         .route("/v1/ledger/summary", get(reports::summary))
         .route("/dashboard", get(reports::dashboard))
-        .fallback(|req: Request| async move { ApiError::not_found(req.uri().path()) })
+        .fallback(|req: Request| async move { ApiError::not_found(req.uri().path()).shaped(shape_of(req.uri().path())) })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state);
@@ -140,7 +143,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(list))
             .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::HeaderName::from_static("x-api-key"), header::HeaderName::from_static("anthropic-version")]),
     )
 }
 
@@ -148,16 +151,29 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let endpoint = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let response = match &st.inner.config.api_key {
-        Some(key) if endpoint != "/health" && !authorized(&req, key) => ApiError::unauthorized().into_response(),
+        Some(key) if endpoint != "/health" && !authorized(&req, key) => ApiError::unauthorized().shaped(shape_of(req.uri().path())).into_response(),
         _ => next.run(req).await,
     };
     st.inner.metrics.request(&endpoint, response.status().as_u16());
     response
 }
 
+/// The error shape a path's protocol expects.
+fn shape_of(path: &str) -> Shape {
+    if path.starts_with("/v1/messages") {
+        Shape::Anthropic
+    } else if path.starts_with("/api/") {
+        Shape::Ollama
+    } else {
+        Shape::OpenAi
+    }
+}
+
+/// `Authorization: Bearer KEY` (OpenAI, Ollama) or `x-api-key: KEY` (Anthropic).
 fn authorized(req: &Request, key: &str) -> bool {
-    let Some(given) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
-    let given = given.strip_prefix("Bearer ").unwrap_or("").as_bytes();
+    let bearer = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let Some(given) = bearer.or_else(|| req.headers().get("x-api-key").and_then(|v| v.to_str().ok())) else { return false };
+    let given = given.as_bytes();
     // Compare in time independent of where the first difference is.
     given.len() == key.len() && given.iter().zip(key.as_bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }

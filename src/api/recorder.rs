@@ -106,7 +106,7 @@ pub fn outcome_of(finishes: impl IntoIterator<Item = Option<FinishReason>>) -> O
     let mut out = Outcome::Ok;
     for f in finishes {
         match f {
-            Some(FinishReason::Stop) => {}
+            Some(FinishReason::Stop | FinishReason::StopSequence) => {}
             Some(FinishReason::Length | FinishReason::ContextFull) => out = Outcome::Stopped,
             None => return Outcome::Cancelled,
         }

@@ -37,7 +37,7 @@ impl Choice {
     /// The finish reason as OpenAI names it: `tool_calls` when the answer ended in calls.
     pub fn finish_reason(&self) -> Option<&'static str> {
         let called = self.calls.as_ref().is_some_and(|p| !p.calls().is_empty());
-        self.finish.map(|f| if called && f == FinishReason::Stop { "tool_calls" } else { f.as_str() })
+        self.finish.map(|f| if called && matches!(f, FinishReason::Stop | FinishReason::StopSequence) { "tool_calls" } else { f.as_str() })
     }
 }
 

@@ -130,6 +130,7 @@ pub async fn stream(mut reply: Reply, mut events: Events) -> Result<Response, Ap
 fn sse(frame: Frame) -> Sse {
     match frame {
         Frame::Json(v) => Sse::default().data(v.to_string()),
+        Frame::Event(name, v) => Sse::default().event(name).data(v.to_string()),
         Frame::Done => Sse::default().data("[DONE]"),
     }
 }

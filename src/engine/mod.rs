@@ -147,8 +147,10 @@ pub enum EngineError {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
-    /// An end-of-generation token or a stop string.
+    /// An end-of-generation token, or the grammar ended.
     Stop,
+    /// One of the request's stop strings.
+    StopSequence,
     /// `max_tokens` reached.
     Length,
     /// The context is full.
@@ -158,7 +160,7 @@ pub enum FinishReason {
 impl FinishReason {
     pub fn as_str(self) -> &'static str {
         match self {
-            FinishReason::Stop => "stop",
+            FinishReason::Stop | FinishReason::StopSequence => "stop",
             FinishReason::Length | FinishReason::ContextFull => "length",
         }
     }

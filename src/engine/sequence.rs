@@ -196,7 +196,7 @@ impl Sequence {
         }
         if stopped {
             self.stopped_by_string = true;
-            return Progress::Finished(FinishReason::Stop);
+            return Progress::Finished(FinishReason::StopSequence);
         }
         if self.grammar.as_ref().is_some_and(Grammar::is_finished) {
             return Progress::Finished(FinishReason::Stop);

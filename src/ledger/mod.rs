@@ -158,9 +158,13 @@ impl Ledger {
             })
             .collect();
         let display = p.currency.display.clone();
-        let cloud: Vec<CloudCost> = p
-            .compare
-            .iter()
+        // A client that asked for a priced cloud model by name (Claude Code asking for
+        // `claude-sonnet-4-5-20250929`) is compared with that model first.
+        let asked = e.asked_model.as_deref().and_then(|a| cloud_rows.iter().map(|c| &c.comparator).filter(|id| a.starts_with(id.as_str())).max_by_key(|id| id.len()));
+        let mut compare: Vec<&String> = asked.into_iter().collect();
+        compare.extend(p.compare.iter().filter(|id| Some(*id) != asked));
+        let cloud: Vec<CloudCost> = compare
+            .into_iter()
             .filter_map(|id| cloud_rows.iter().find(|c| &c.comparator == id))
             .map(|c| CloudCost {
                 model: c.comparator.clone(),

@@ -34,6 +34,20 @@ pub fn python_package(spec: &str) -> PathBuf {
     dir
 }
 
+/// Runs `tests/python/SCRIPT ARGS…` with the pinned `packages` installed (off the async
+/// runtime) and asserts it printed "ok", showing its output when it did not.
+pub async fn run_python(script: &str, args: Vec<String>, packages: &'static [&'static str]) {
+    let script = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::task::spawn_blocking(move || {
+        let paths: Vec<PathBuf> = packages.iter().map(|p| python_package(p)).collect();
+        std::process::Command::new("python3").arg(&script).args(&args).env("PYTHONPATH", std::env::join_paths(paths).unwrap()).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && stdout.trim() == "ok", "the Python client's checks failed:\n{stdout}\n{stderr}");
+}
+
 /// The reference models from candle-transformers.
 pub enum Reference {
     Llama(candle_transformers::models::quantized_llama::ModelWeights),

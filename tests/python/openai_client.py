@@ -42,11 +42,14 @@ streamed = "".join(
 )
 assert streamed == done.choices[0].text, (streamed, done.choices[0].text)
 
+# A name of the client's choosing is served by the one model, and echoed back.
+other = client.chat.completions.create(model="gpt-4o", messages=messages, max_tokens=4)
+assert other.model == "gpt-4o" and other.choices[0].message.role == "assistant", other
 try:
-    client.chat.completions.create(model="gpt-4o", messages=messages)
-    raise AssertionError("an unknown model must fail")
-except openai.NotFoundError as e:
-    assert e.code == "model_not_found", e.body
+    client.chat.completions.create(model=model, messages=messages, temperature=9)
+    raise AssertionError("temperature 9 must fail")
+except openai.BadRequestError as e:
+    assert e.body["param"] == "temperature", e.body
 
 try:
     client.completions.create(model=model, prompt="x", best_of=3)

@@ -23,6 +23,7 @@ impl Infill {
         let predicted_ms = s.inter_token.iter().sum::<Duration>().as_secs_f64() * 1e3;
         let stop_type = match c.finish {
             Some(FinishReason::Stop) => "eos",
+            Some(FinishReason::StopSequence) => "word",
             _ => "limit",
         };
         json!({

@@ -3,6 +3,7 @@
 //! says what ends a stream and how an error mid-stream looks. Adding a protocol is one more
 //! implementation of [`Wire`] beside these (OpenAI completions and chat, llama.cpp's infill).
 
+mod anthropic;
 mod chat;
 mod completions;
 mod infill;
@@ -15,6 +16,7 @@ use super::error::ApiError;
 use super::respond::{Choice, Reply};
 use super::tools::CallDelta;
 
+pub use anthropic::ANTHROPIC;
 pub use chat::CHAT;
 pub use completions::COMPLETIONS;
 pub use infill::INFILL;
@@ -39,6 +41,8 @@ pub enum Delta<'a> {
 pub enum Frame {
     /// A JSON payload (an SSE `data:` line).
     Json(Value),
+    /// A JSON payload under an event name (`event: NAME` then `data:`, as Anthropic streams).
+    Event(&'static str, Value),
     /// The protocol's end-of-stream marker (`data: [DONE]` for OpenAI).
     Done,
 }
