@@ -8,6 +8,7 @@ mod error;
 mod handlers;
 mod metrics;
 mod names;
+mod ollama;
 pub mod openai;
 mod recorder;
 mod reports;
@@ -114,6 +115,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(handlers::chat))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/show", post(ollama::show))
+        .route("/api/ps", get(ollama::ps))
+        .route("/api/version", get(ollama::version))
+        // What Ollama answers at its root; some clients probe it.
+        .route("/", get(|| async { "Ollama is running" }))
         .route("/v1/models", get(handlers::models))
         .route("/v1/models/{id}", get(handlers::model))
         .route("/infill", post(handlers::infill))

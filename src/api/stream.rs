@@ -5,6 +5,8 @@
 use std::convert::Infallible;
 
 use axum::response::sse::{Event as Sse, KeepAlive};
+use axum::body::Body;
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream::{self, select_all, BoxStream, StreamExt};
@@ -81,11 +83,11 @@ pub async fn stream(mut reply: Reply, mut events: Events) -> Result<Response, Ap
         }
     }
     let headers = reply.headers(false);
-    let (tx, rx) = mpsc::channel::<Sse>(64);
+    let wire = reply.wire;
+    let (tx, rx) = mpsc::channel::<Frame>(64);
     tokio::spawn(async move {
-        let wire = reply.wire;
         for frame in first {
-            if tx.send(sse(frame)).await.is_err() {
+            if tx.send(frame).await.is_err() {
                 return;
             }
         }
@@ -96,19 +98,19 @@ pub async fn stream(mut reply: Reply, mut events: Events) -> Result<Response, Ap
             };
             let Some((i, e)) = next else {
                 reply.record(Outcome::Error).await;
-                let _ = tx.send(sse(wire.error_frame(&ApiError::internal("the engine stopped before the request finished")))).await;
+                let _ = tx.send(wire.error_frame(&ApiError::internal("the engine stopped before the request finished"))).await;
                 return;
             };
             let deltas = match reply.apply(i, &e) {
                 Ok(deltas) => deltas,
                 Err(message) => {
                     reply.record(Outcome::Error).await;
-                    let _ = tx.send(sse(wire.error_frame(&ApiError::internal(format!("engine error while streaming: {message}"))))).await;
+                    let _ = tx.send(wire.error_frame(&ApiError::internal(format!("engine error while streaming: {message}")))).await;
                     return;
                 }
             };
             for frame in deltas.into_iter().flat_map(|d| wire.frames(&reply, i, d)) {
-                if tx.send(sse(frame)).await.is_err() {
+                if tx.send(frame).await.is_err() {
                     return;
                 }
             }
@@ -119,11 +121,18 @@ pub async fn stream(mut reply: Reply, mut events: Events) -> Result<Response, Ap
         // Committed before the client hears the request is over.
         reply.record(reply.outcome()).await;
         for frame in wire.end(&reply) {
-            let _ = tx.send(sse(frame)).await;
+            let _ = tx.send(frame).await;
         }
     });
-    let body = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx)) });
-    Ok((headers, axum::response::Sse::new(body).keep_alive(KeepAlive::default())).into_response())
+    let frames = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    if wire.ndjson() {
+        let lines = frames.map(|f| Ok::<_, Infallible>(ndjson(f)));
+        let mut response = (headers, Body::from_stream(lines)).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+        return Ok(response);
+    }
+    let events = frames.map(|f| Ok::<_, Infallible>(sse(f)));
+    Ok((headers, axum::response::Sse::new(events).keep_alive(KeepAlive::default())).into_response())
 }
 
 /// A frame as a Server-Sent Event.
@@ -132,5 +141,13 @@ fn sse(frame: Frame) -> Sse {
         Frame::Json(v) => Sse::default().data(v.to_string()),
         Frame::Event(name, v) => Sse::default().event(name).data(v.to_string()),
         Frame::Done => Sse::default().data("[DONE]"),
+    }
+}
+
+/// A frame as one line of newline-delimited JSON (no end marker: the last object says `done`).
+fn ndjson(frame: Frame) -> String {
+    match frame {
+        Frame::Json(v) | Frame::Event(_, v) => format!("{v}\n"),
+        Frame::Done => String::new(),
     }
 }

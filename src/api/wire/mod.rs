@@ -7,6 +7,7 @@ mod anthropic;
 mod chat;
 mod completions;
 mod infill;
+mod ollama;
 
 use serde_json::{json, Value};
 
@@ -20,6 +21,7 @@ pub use anthropic::ANTHROPIC;
 pub use chat::CHAT;
 pub use completions::COMPLETIONS;
 pub use infill::INFILL;
+pub use ollama::{OLLAMA_CHAT, OLLAMA_GENERATE};
 
 /// What one engine event changed in one choice, in terms every format can write.
 #[derive(Debug, Clone)]
@@ -60,6 +62,10 @@ pub trait Wire: Send + Sync {
     /// An error that ends a stream already under way, in the protocol's error shape.
     fn error_frame(&self, e: &ApiError) -> Frame {
         Frame::Json(e.body())
+    }
+    /// Streams go out as newline-delimited JSON (Ollama) rather than Server-Sent Events.
+    fn ndjson(&self) -> bool {
+        false
     }
 }
 
