@@ -13,6 +13,7 @@ pub mod openai;
 mod recorder;
 mod reports;
 mod respond;
+mod responses;
 mod stream;
 mod tools;
 mod validate;
@@ -115,6 +116,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(handlers::chat))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/v1/responses", post(responses::create))
         .route("/api/chat", post(ollama::chat))
         .route("/api/generate", post(ollama::generate))
         .route("/api/tags", get(ollama::tags))

@@ -61,6 +61,8 @@ pub struct Reply {
     /// When the request was submitted, and from then to the first generated token of any choice.
     pub started: Instant,
     pub first_token: Option<Duration>,
+    /// Numbers stream events, for protocols that number them (Responses).
+    pub seq: std::sync::atomic::AtomicU64,
 }
 
 impl Reply {
@@ -71,7 +73,7 @@ impl Reply {
         let choices = (0..plan.requests.len() * plan.n)
             .map(|i| Choice { calls: plan.calls.clone().map(|start| CallParser::new(start, format!("call_{}_{i}", &id[id.len() - 12..]))), ..Choice::default() })
             .collect();
-        Self { wire, id, created, served: model.clone(), model, plan, vocab, metrics, choices, recorder, cost: None, started: Instant::now(), first_token: None }
+        Self { wire, id, created, served: model.clone(), model, plan, vocab, metrics, choices, recorder, cost: None, started: Instant::now(), first_token: None, seq: Default::default() }
     }
 
     /// Applies one event of choice `index`; returns what changed, for the stream, or the

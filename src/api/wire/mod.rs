@@ -8,6 +8,7 @@ mod chat;
 mod completions;
 mod infill;
 mod ollama;
+mod responses;
 
 use serde_json::{json, Value};
 
@@ -22,6 +23,7 @@ pub use chat::CHAT;
 pub use completions::COMPLETIONS;
 pub use infill::INFILL;
 pub use ollama::{OLLAMA_CHAT, OLLAMA_GENERATE};
+pub use responses::RESPONSES;
 
 /// What one engine event changed in one choice, in terms every format can write.
 #[derive(Debug, Clone)]
