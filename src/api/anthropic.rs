@@ -183,7 +183,7 @@ pub async fn messages(State(st): State<AppState>, headers: HeaderMap, body: Resu
         if !ignored.is_empty() {
             tracing::info!("ignoring tools this server cannot run: {}", ignored.join(", "));
         }
-        let plan = validated(&st, &engine, "/v1/messages", &headers, move |info| validate::chat(chat, info)).await?;
+        let plan = validated(&st, &engine, "/v1/messages", &headers, move |info| validate::chat_up_to(chat, "max_tokens", info)).await?;
         let mut response = answer(&st, &engine, &ANTHROPIC, "/v1/messages", &headers, plan, asked).await?;
         if let Ok(v) = ignored.join(", ").parse() {
             if !ignored.is_empty() {

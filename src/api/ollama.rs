@@ -133,7 +133,7 @@ pub async fn chat(State(st): State<AppState>, headers: HeaderMap, body: Result<A
         let engine = st.engine()?;
         let asked = st.names().resolve(b.model.as_deref(), engine.info())?;
         let req = chat_request(b)?;
-        let plan = validated(&st, &engine, "/api/chat", &headers, move |info| validate::chat(req, info)).await?;
+        let plan = validated(&st, &engine, "/api/chat", &headers, move |info| validate::chat_up_to(req, "num_predict", info)).await?;
         answer(&st, &engine, &OLLAMA_CHAT, "/api/chat", &headers, plan, asked).await
     };
     run.await.unwrap_or_else(|e| e.shaped(Shape::Ollama).into_response())
@@ -153,14 +153,13 @@ pub async fn generate(State(st): State<AppState>, headers: HeaderMap, body: Resu
         let plan = if b.raw || b.suffix.is_some() {
             let mut req = json!({ "prompt": b.prompt, "suffix": b.suffix, "stream": stream, "response_format": format });
             options(&b.options, &mut req);
-            let until_full = req.get("max_tokens").is_none();
+            // As many tokens as asked, or until the context is full, whichever comes first.
+            let limit = req.as_object_mut().and_then(|o| o.remove("max_tokens")).and_then(|v| v.as_u64()).map_or(usize::MAX, |n| n as usize);
             let req: CompletionRequest = serde_json::from_value(req).map_err(|e| ApiError::invalid("prompt", format!("the request cannot be read: {e}")))?;
             validated(&st, &engine, "/api/generate", &headers, move |info| {
                 let mut plan = validate::completion(req, info)?;
-                if until_full {
-                    for r in &mut plan.requests {
-                        r.max_tokens = info.context_length.saturating_sub(r.prompt.len()).max(1);
-                    }
+                for r in &mut plan.requests {
+                    r.max_tokens = info.context_length.saturating_sub(r.prompt.len()).clamp(1, limit);
                 }
                 Ok(plan)
             })
@@ -173,7 +172,7 @@ pub async fn generate(State(st): State<AppState>, headers: HeaderMap, body: Resu
             messages.push(json!({ "role": "user", "content": b.prompt }));
             let body = ChatBody { model: None, messages, tools: None, format: b.format, options: b.options, stream: Some(stream) };
             let req = chat_request(body)?;
-            validated(&st, &engine, "/api/generate", &headers, move |info| validate::chat(req, info)).await?
+            validated(&st, &engine, "/api/generate", &headers, move |info| validate::chat_up_to(req, "num_predict", info)).await?
         };
         answer(&st, &engine, &OLLAMA_GENERATE, "/api/generate", &headers, plan, asked).await
     };

@@ -158,7 +158,7 @@ pub async fn create(State(st): State<AppState>, headers: HeaderMap, ApiJson(req)
     let engine = st.engine()?;
     let asked = st.names().resolve(req.model.as_deref(), engine.info())?;
     let (chat, ignored) = to_chat(req)?;
-    let plan = validated(&st, &engine, "/v1/responses", &headers, move |info| validate::chat(chat, info)).await?;
+    let plan = validated(&st, &engine, "/v1/responses", &headers, move |info| validate::chat_up_to(chat, "max_output_tokens", info)).await?;
     let mut response = answer(&st, &engine, &RESPONSES, "/v1/responses", &headers, plan, asked).await?;
     if !ignored.is_empty() {
         tracing::info!("ignoring tools this server cannot run: {}", ignored.join(", "));

@@ -165,6 +165,23 @@ pub fn infill(r: InfillRequest, info: &ModelInfo) -> Result<Plan, ApiError> {
     Ok(Plan { requests: vec![req], prompt_texts: vec![prefix], n: 1, stream: r.stream.unwrap_or(false), include_usage: false, echo: false, logprobs: None, cloud_prompt, calls: None })
 }
 
+/// A chat whose output limit is at most `limit` (from `field`) rather than exactly: what the
+/// context leaves when that is less. Claude Code asks for 32,000 tokens and Continue for 4,096
+/// whatever the model's context; their protocols' servers stop at the context instead of refusing.
+pub fn chat_up_to(mut r: ChatRequest, limit_field: &str, info: &ModelInfo) -> Result<Plan, ApiError> {
+    let limit = r.max_tokens.take().or(r.max_completion_tokens.take());
+    if let Some(l) = limit.filter(|&l| l < 1) {
+        return Err(ApiError::invalid(limit_field, format!("`{limit_field}` must be at least 1, got {l}")));
+    }
+    let mut plan = chat(r, info)?;
+    if let Some(l) = limit {
+        for q in &mut plan.requests {
+            q.max_tokens = q.max_tokens.min(usize::try_from(l).unwrap_or(usize::MAX));
+        }
+    }
+    Ok(plan)
+}
+
 /// Chat messages for the template, and as the cloud would bill them (role, text). Tool results
 /// must answer a call an earlier assistant turn made; call arguments must be JSON.
 fn chat_messages(list: &[Message]) -> Result<(Vec<ChatMessage>, Vec<(String, String)>), ApiError> {
