@@ -236,3 +236,41 @@ fn random_corruption_never_panics() {
         assert!(outcome.is_ok(), "iteration {i} panicked");
     }
 }
+
+/// A synthetic llama file with the 4-byte value of metadata `key` replaced by `value`.
+fn patched(dir: &Path, key: &str, value: [u8; 4]) -> PathBuf {
+    let p = dir.join(format!("{key}.gguf"));
+    common::synth::write(&p, &common::synth::Synth::new("llama"));
+    let mut bytes = std::fs::read(&p).unwrap();
+    let at = bytes.windows(key.len()).position(|w| w == key.as_bytes()).unwrap() + key.len() + 4;
+    bytes[at..at + 4].copy_from_slice(&value);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn absurd_hyper_parameters_are_named_not_obeyed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, [u8; 4])> = vec![
+        ("llama.block_count", 0x7FFF_FFFFu32.to_le_bytes()),
+        ("llama.attention.layer_norm_rms_epsilon", f32::NAN.to_le_bytes()),
+        ("llama.attention.layer_norm_rms_epsilon", (-1.0f32).to_le_bytes()),
+        ("llama.attention.layer_norm_rms_epsilon", f32::INFINITY.to_le_bytes()),
+        ("llama.rope.freq_base", 0.0f32.to_le_bytes()),
+        ("llama.rope.freq_base", (-1.0f32).to_le_bytes()),
+        ("llama.rope.freq_base", f32::NAN.to_le_bytes()),
+    ];
+    for (key, value) in cases {
+        let p = patched(dir.path(), key, value);
+        let err = Model::load(&p, &Device::Cpu).err().unwrap_or_else(|| panic!("{key} = {value:?} was accepted")).to_string();
+        assert!(err.contains(key) && err.contains(&p.display().to_string()), "{key}: {err}");
+    }
+}
+
+#[test]
+fn overlapping_tensors_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = valid().tensor("b.weight", &[32, 2], 0, 128, 256);
+    let p = write(dir.path(), "overlap.gguf", &raw.bytes());
+    assert_rejects(&p, "overlap");
+}

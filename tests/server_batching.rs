@@ -73,8 +73,9 @@ async fn a_full_queue_answers_429_and_the_server_recovers() {
     wait_for(&s, "hearth_running_sequences", 1.0).await;
     let b = spawn(s.clone());
     wait_for(&s, "hearth_queue_depth", 1.0).await;
-    let (st, _, v) = s.post("/v1/completions", &json!({ "prompt": "Hi", "max_tokens": 10 })).await;
+    let (st, headers, v) = s.post("/v1/completions", &json!({ "prompt": "Hi", "max_tokens": 10 })).await;
     assert_eq!(error_of(st, &v, 429)["code"], "queue_full");
+    assert_eq!(headers.get("retry-after").map(|h| h.to_str().unwrap()), Some("1"), "429 says when to retry");
     assert!(v["error"]["type"] == "rate_limit_error");
     a.abort();
     b.abort();

@@ -73,6 +73,10 @@ async fn bad_requests_name_the_field() {
     let (_, _, v) = s.post("/v1/chat/completions", &chat(json!({ "max_tokens": 9000 }))).await;
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(msg.contains(&SYNTH_CONTEXT.to_string()) && msg.contains("9000"), "{msg}");
+    // A prompt that cannot fit however it tokenizes is refused by its length, before tokenizing.
+    let (st, _, v) = s.post("/v1/completions", &json!({ "prompt": "a".repeat(4 << 20), "max_tokens": 1 })).await;
+    let e = error_of(st, &v, 400);
+    assert!(e["code"] == "context_length_exceeded" && e["message"].as_str().unwrap().contains("bytes"), "{v}");
     // Malformed JSON, a non-JSON body, an oversized body and unknown routes.
     for raw in ["{\"messages\": [", "not json", ""] {
         let (st, v) = s.post_raw("/v1/chat/completions", raw).await;
@@ -110,6 +114,45 @@ async fn any_model_name_is_served_unless_strict() {
     let models: serde_json::Value = serde_json::from_str(&models).unwrap();
     assert_eq!(models["data"][1]["id"], "claude-*", "{models}");
     assert_eq!(s.get("/v1/models/gpt-4o").await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_pages_cannot_use_a_loopback_server() {
+    let config = ServeConfig { allowed_hosts: Some(vec!["hearth.lan".into()]), ..ServeConfig::default() };
+    let s = Server::synth_with(EngineConfig::default(), config).await;
+    let body = json!({ "prompt": "x", "max_tokens": 2 });
+    let post = |host: &'static str, ct: &'static str| {
+        s.client.post(format!("{}/v1/completions", s.url)).header("host", host).header("content-type", ct).body(body.to_string()).send()
+    };
+    // DNS rebinding: a page on attacker.example resolved to 127.0.0.1 sends its own Host.
+    for (host, status) in [("attacker.example", 403), ("attacker.example:8080", 403), ("localhost:8080", 200), ("127.0.0.1", 200), ("[::1]:80", 200), ("hearth.lan", 200)] {
+        let r = post(host, "application/json").await.unwrap();
+        let st = r.status().as_u16();
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(st, status, "Host {host}: {v}");
+        if status == 403 {
+            assert_eq!(error_of(st, &v, 403)["code"], "host_not_allowed");
+        }
+    }
+    // A cross-origin "simple request" (no preflight) cannot carry JSON: text/plain and forms are refused.
+    for ct in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+        let r = post("localhost", ct).await.unwrap();
+        let st = r.status().as_u16();
+        assert_eq!(error_of(st, &r.json().await.unwrap(), 415)["code"], "unsupported_media_type", "{ct}");
+    }
+    assert_eq!(post("localhost", "application/json; charset=utf-8").await.unwrap().status(), 200);
+    // The framework's own refusals are JSON too.
+    let r = s.client.get(format!("{}/v1/chat/completions", s.url)).send().await.unwrap();
+    let st = r.status().as_u16();
+    assert_eq!(error_of(st, &r.json().await.unwrap(), 405)["code"], "method_not_allowed");
+    // Anthropic's and Ollama's paths answer in their own shapes.
+    let r = s.client.post(format!("{}/v1/messages", s.url)).header("content-type", "text/plain").body("{}").send().await.unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!((v["type"].as_str(), v["error"]["type"].as_str()), (Some("error"), Some("invalid_request_error")), "{v}");
+    let r = s.client.post(format!("{}/api/chat", s.url)).json(&json!({ "model": "x", "messages": [{ "role": "user", "content": "hi" }], "options": { "temperature": 9 } })).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v["error"].as_str().is_some_and(|m| m.contains("temperature")), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

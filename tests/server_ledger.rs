@@ -188,3 +188,35 @@ async fn ledger_endpoints_list_filter_and_sum_the_rows() {
     assert_eq!(html.matches("<svg").count(), 3, "three charts");
     assert!(html.contains("Requests per day") && html.contains("gpt-4.1-mini"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_ledger_loses_no_row() {
+    let s = Server::synth().await;
+    // Another process holds the database's write lock for the length of 20 requests.
+    let locker = db(&s);
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let body = json!({ "prompt": "x", "max_tokens": 2 });
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        let (st, _, v) = s.post("/v1/completions", &body).await;
+        assert_eq!(st, 200, "{v}");
+        assert!(v["usage"]["cost"]["local"]["amount"].as_f64().is_some(), "the cost is still reported: {v}");
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    assert!(s.metric("hearth_ledger_spooled_rows").await >= 1.0, "rows wait in the spool");
+    locker.execute_batch("COMMIT").unwrap();
+    drop(locker);
+    // The next write after the retry pause finds the database free and writes the waiting rows.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let (st, _, v) = s.post("/v1/completions", &body).await;
+    assert_eq!(st, 200);
+    ids.push(v["id"].as_str().unwrap().to_owned());
+    let conn = db(&s);
+    for id in &ids {
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM requests WHERE id = ?1", [id], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1, "request {id} has {n} rows");
+    }
+    let total: i64 = conn.query_row("SELECT COUNT(*) FROM requests", [], |r| r.get(0)).unwrap();
+    assert_eq!(total, 21);
+    assert_eq!(s.metric("hearth_ledger_spooled_rows").await, 0.0);
+}

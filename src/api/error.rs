@@ -76,12 +76,34 @@ impl ApiError {
             .with(None, Some("invalid_api_key"))
     }
 
+    pub fn forbidden_host(host: &str) -> Self {
+        let message = format!("the Host `{host}` does not name this server, which answers loopback names only; add it with --allowed-host if it should");
+        Self::new(StatusCode::FORBIDDEN, "invalid_request_error", message).with(None, Some("host_not_allowed"))
+    }
+
+    pub fn media_type(given: &str) -> Self {
+        let message = format!("request bodies must be JSON (`Content-Type: application/json`), got `{given}`");
+        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request_error", message).with(None, Some("unsupported_media_type"))
+    }
+
+    pub fn method(method: &str, path: &str) -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", format!("{path} does not answer {method}")).with(None, Some("method_not_allowed"))
+    }
+
     pub fn loading() -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable_error", "the model is still loading").with(None, Some("model_loading"))
     }
 
     pub fn not_found(path: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "invalid_request_error", format!("no route for {path}")).with(None, Some("not_found"))
+    }
+
+    /// The engine failed this request for a reason of its own (a broken model, a failed
+    /// forward pass): a 500 that says why.
+    pub fn engine(message: impl Into<String>) -> Self {
+        let message = message.into();
+        tracing::error!("engine error: {message}");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message).with(None, Some("engine_error"))
     }
 
     /// Something went wrong on our side; the details go to the log.
@@ -121,13 +143,13 @@ impl ApiError {
             Shape::OpenAi => json!({ "error": { "message": self.message, "type": self.kind, "param": self.param, "code": self.code } }),
             Shape::Anthropic => {
                 let kind = match self.status.as_u16() {
-                    400 | 422 => "invalid_request_error",
                     401 => "authentication_error",
                     403 => "permission_error",
                     404 => "not_found_error",
                     413 => "request_too_large",
                     429 => "rate_limit_error",
                     503 | 529 => "overloaded_error",
+                    400..=499 => "invalid_request_error",
                     _ => "api_error",
                 };
                 json!({ "type": "error", "error": { "type": kind, "message": self.message } })
@@ -139,6 +161,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let mut r = (self.status, Json(self.body())).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS || self.status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        r
     }
 }

@@ -157,6 +157,9 @@ pub async fn health(State(st): State<AppState>) -> Result<Response, ApiError> {
 
 pub async fn metrics(State(st): State<AppState>) -> Response {
     let engine = st.engine().ok();
+    if let Some(l) = st.ledger() {
+        st.metrics().set_spooled(tokio::task::spawn_blocking(move || l.spooled()).await.unwrap_or(0));
+    }
     let text = st.metrics().render(engine.as_ref().map(|e| e.stats()));
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }

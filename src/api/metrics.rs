@@ -33,6 +33,8 @@ pub struct Metrics {
     tool_call_answers: Counter,
     tool_calls: Counter,
     constrained: Counter,
+    engine_errors: Counter,
+    spooled: Gauge,
 }
 
 impl Default for Metrics {
@@ -62,6 +64,8 @@ impl Metrics {
             tool_call_answers: Counter::default(),
             tool_calls: Counter::default(),
             constrained: Counter::default(),
+            engine_errors: Counter::default(),
+            spooled: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "HTTP requests by endpoint and status", m.requests.clone());
@@ -81,6 +85,8 @@ impl Metrics {
         registry.register("tool_call_answers", "Answers (choices) that ended in tool calls", m.tool_call_answers.clone());
         registry.register("tool_calls", "Tool calls generated", m.tool_calls.clone());
         registry.register("constrained_requests", "Requests whose output followed a grammar (tools, JSON schema, GBNF)", m.constrained.clone());
+        registry.register("ledger_spooled_rows", "Ledger rows waiting in the spool for a busy database", m.spooled.clone());
+        registry.register("engine_errors", "Requests the engine failed (a broken model, a failed forward pass)", m.engine_errors.clone());
         Self { registry, ..m }
     }
 
@@ -92,6 +98,16 @@ impl Metrics {
     pub fn tool_calls(&self, n: usize) {
         self.tool_call_answers.inc();
         self.tool_calls.inc_by(n as u64);
+    }
+
+    /// Sets the number of ledger rows waiting in the spool.
+    pub fn set_spooled(&self, n: usize) {
+        self.spooled.set(n as i64);
+    }
+
+    /// Records a request the engine failed.
+    pub fn engine_error(&self) {
+        self.engine_errors.inc();
     }
 
     /// Records a request whose output follows a grammar.

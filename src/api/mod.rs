@@ -48,6 +48,9 @@ pub struct ServeConfig {
     pub cors_origins: Vec<String>,
     /// Which model names clients may send.
     pub names: ModelNames,
+    /// When set (a server bound to loopback), only these `Host` values besides loopback names
+    /// and addresses are answered, so a web page cannot reach the server by DNS rebinding.
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// Shared by all handlers. The engine is set once the model has loaded; until then the model
@@ -136,6 +139,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ledger/summary", get(reports::summary))
         .route("/dashboard", get(reports::dashboard))
         .fallback(|req: Request| async move { ApiError::not_found(req.uri().path()).shaped(shape_of(req.uri().path())) })
+        .method_not_allowed_fallback(|req: Request| async move { ApiError::method(req.method().as_str(), req.uri().path()).shaped(shape_of(req.uri().path())) })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state);
@@ -158,15 +162,40 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-/// Checks the API key and counts every answer by endpoint and status.
+/// Checks the Host, the body's type and the API key, and counts every answer by endpoint and
+/// status.
 async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let endpoint = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
-    let response = match &st.inner.config.api_key {
-        Some(key) if endpoint != "/health" && !authorized(&req, key) => ApiError::unauthorized().shaped(shape_of(req.uri().path())).into_response(),
+    let config = &st.inner.config;
+    let shape = shape_of(req.uri().path());
+    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let json = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let response = match &config.api_key {
+        _ if config.allowed_hosts.as_ref().is_some_and(|extra| !host_allowed(host, extra)) => ApiError::forbidden_host(host).shaped(shape).into_response(),
+        // A browser's cross-origin "simple request" (text/plain, forms) needs no preflight; JSON does.
+        _ if req.method() == Method::POST && json.as_deref().is_some_and(|t| t != "application/json" && !t.ends_with("+json")) => {
+            ApiError::media_type(json.as_deref().unwrap_or("")).shaped(shape).into_response()
+        }
+        Some(key) if endpoint != "/health" && !authorized(&req, key) => ApiError::unauthorized().shaped(shape).into_response(),
         _ => next.run(req).await,
     };
     st.inner.metrics.request(&endpoint, response.status().as_u16());
     response
+}
+
+/// Whether a `Host` header names this loopback server: `localhost`, a `127.x.x.x` or `[::1]`
+/// address (any port), or one of `extra`.
+fn host_allowed(host: &str, extra: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host }),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name == "::1"
+        || name.parse::<std::net::Ipv4Addr>().is_ok_and(|a| a.is_loopback())
+        || extra.iter().any(|e| e.eq_ignore_ascii_case(&name) || e.eq_ignore_ascii_case(host))
 }
 
 /// The error shape a path's protocol expects.

@@ -118,7 +118,10 @@ impl Reply {
                 out.push(Delta::Finished(*finish));
                 out
             }
-            Event::Error { message, .. } => return Err(message.clone()),
+            Event::Error { message, .. } => {
+                self.metrics.engine_error();
+                return Err(message.clone());
+            }
         })
     }
 

@@ -47,7 +47,7 @@ pub async fn collect(mut reply: Reply, mut events: Events) -> Result<Response, A
     while let Some((i, e)) = events.next().await {
         if let Err(message) = reply.apply(i, &e) {
             reply.record(Outcome::Error).await;
-            return Err(ApiError::internal(message));
+            return Err(ApiError::engine(message));
         }
         if reply.all_done() {
             reply.record(reply.outcome()).await;
@@ -75,7 +75,7 @@ pub async fn stream(mut reply: Reply, mut events: Events) -> Result<Response, Ap
             }
             Err(message) => {
                 reply.record(Outcome::Error).await;
-                return Err(ApiError::internal(message));
+                return Err(ApiError::engine(message));
             }
         }
         if matches!(e, Event::Started { .. }) {
@@ -105,7 +105,7 @@ pub async fn stream(mut reply: Reply, mut events: Events) -> Result<Response, Ap
                 Ok(deltas) => deltas,
                 Err(message) => {
                     reply.record(Outcome::Error).await;
-                    let _ = tx.send(wire.error_frame(&ApiError::internal(format!("engine error while streaming: {message}")))).await;
+                    let _ = tx.send(wire.error_frame(&ApiError::engine(message))).await;
                     return;
                 }
             };

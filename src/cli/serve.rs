@@ -29,6 +29,11 @@ pub struct ServeArgs {
     /// `claude-*=MODEL`). Listed in /v1/models.
     #[arg(long = "alias", value_name = "NAME=MODEL")]
     alias: Vec<crate::api::Alias>,
+    /// Also answer requests whose Host header is NAME (repeatable). A server bound to loopback
+    /// otherwise answers only loopback names (localhost, 127.0.0.1, [::1]), so that web pages
+    /// cannot reach it through DNS rebinding.
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    allowed_host: Vec<String>,
     /// Answer 404 to model names that are neither the served model's nor an alias (by default
     /// any name is served by the one model, since clients choose names of their own).
     #[arg(long)]
@@ -52,7 +57,9 @@ pub struct ServeArgs {
 pub fn serve(args: ServeArgs) -> Result<()> {
     let (id, path) = args.model.locate()?;
     let names = crate::api::ModelNames { aliases: args.alias.clone(), strict: args.strict_model_names };
-    let config = ServeConfig { api_key: args.api_key.clone(), cors_origins: args.cors_origin.clone(), names };
+    let loopback = args.host == "localhost" || args.host.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback());
+    let allowed_hosts = loopback.then(|| args.allowed_host.clone());
+    let config = ServeConfig { api_key: args.api_key.clone(), cors_origins: args.cors_origin.clone(), names, allowed_hosts };
     let state = AppState::new(config);
     let ledger = args.ledger.open()?;
     let watts_per_core = ledger.prices().local.watts_per_core();

@@ -118,6 +118,9 @@ impl Sequence {
             return Ok(Progress::Running);
         }
         let mut row = rows.pop().expect("a logits row for the last token");
+        if row.iter().any(|x| x.is_nan() || *x == f32::INFINITY) {
+            return Err(ModelError::Input("the model produced non-finite logits (NaN or infinity): its weights or hyper-parameters are broken".into()));
+        }
         if !self.is_decoding() {
             let index = self.index;
             let started = Event::Started {

@@ -8,6 +8,7 @@ pub mod prices;
 mod recount;
 mod record;
 pub mod report;
+mod spool;
 mod store;
 
 use std::collections::BTreeMap;
@@ -95,13 +96,25 @@ pub struct Cost {
 
 pub struct Ledger {
     store: store::Store,
+    spool: spool::Spool,
+    /// When the database last refused a row: for a moment after, rows go straight to the spool
+    /// instead of each waiting out the busy timeout.
+    refused_at: std::sync::Mutex<Option<std::time::Instant>>,
     prices: PriceTable,
     path: PathBuf,
 }
 
+/// How long after a refused write rows go straight to the spool.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Ledger {
     pub fn open(path: &Path, prices: PriceTable) -> Result<Ledger, LedgerError> {
-        Ok(Ledger { store: store::Store::open(path)?, prices, path: path.to_owned() })
+        let ledger = Ledger { store: store::Store::open(path)?, spool: spool::Spool::beside(path), refused_at: Default::default(), prices, path: path.to_owned() };
+        let replayed = ledger.spool.drain(&ledger.store);
+        if replayed > 0 {
+            tracing::info!("wrote {replayed} spooled rows to the ledger {}", path.display());
+        }
+        Ok(ledger)
     }
 
     /// `ledger.sqlite` under hearth's home directory.
@@ -121,8 +134,27 @@ impl Ledger {
     /// are the request's texts, re-counted with the cloud providers' tokenizers (not stored).
     pub fn record(&self, r: Record, prompt: Option<&PromptText>, completion: &str) -> Result<Cost, LedgerError> {
         let (row, cost) = self.price(r, prompt, completion);
-        self.store.insert(&row).map_err(|s| LedgerError::Db { path: self.path.clone(), source: s })?;
+        let recently_refused = self.refused_at.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|t| t.elapsed() < RETRY_AFTER);
+        let waiting = !self.spool.is_empty();
+        let written = match (recently_refused, waiting) {
+            (true, _) => Err("the database refused a row a moment ago".to_owned()),
+            (false, true) if self.spool.drain(&self.store) == 0 && !self.spool.is_empty() => Err("spooled rows still wait".to_owned()),
+            _ => self.store.insert(&row).map_err(|e| e.to_string()),
+        };
+        if let Err(e) = written {
+            // Busy past the timeout, or failing: the row waits in the spool, durably, in order.
+            *self.refused_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+            tracing::warn!("the ledger {} did not take request {} ({e}); spooled to {}", self.path.display(), row.record.id, self.spool.path().display());
+            self.spool.push(&row).map_err(|io| LedgerError::Io { path: self.spool.path().to_owned(), source: io })?;
+        } else if waiting {
+            *self.refused_at.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
         Ok(cost)
+    }
+
+    /// Rows waiting in the spool for the database.
+    pub fn spooled(&self) -> usize {
+        self.spool.len()
     }
 
     /// The row to store and the cost to show for `e`.

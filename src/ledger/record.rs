@@ -2,7 +2,7 @@
 //! and how it is read back all come from one `columns!` list per table.
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Declares a struct whose fields are table columns of the same name, with the column list and
 /// the conversions to and from a row.
@@ -32,7 +32,7 @@ macro_rules! columns {
 
 columns! {
     /// A finished request as the server saw it: what it asked, what it got, what it took.
-    #[derive(Debug, Clone, PartialEq, Serialize)]
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     pub struct Record {
         id: String,
         endpoint: String,
@@ -62,7 +62,7 @@ columns! {
 
 columns! {
     /// What the ledger adds when it stores a [`Record`]: when, and its local cost.
-    #[derive(Debug, Clone, PartialEq, Serialize)]
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     pub struct Priced {
         #[serde(rename = "time_ms")]
         ts_ms: i64,
@@ -74,7 +74,7 @@ columns! {
 
 columns! {
     /// One comparator's price for one request, in its own currency.
-    #[derive(Debug, Clone, PartialEq, Serialize)]
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     pub struct CloudRow {
         comparator: String,
         prompt_tokens: u64,
@@ -88,7 +88,7 @@ columns! {
 }
 
 /// One stored request: the record, its price and its cloud equivalents.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     #[serde(flatten)]
     pub record: Record,
@@ -125,7 +125,7 @@ impl Totals {
 }
 
 /// How a request ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// Every choice ended by itself (end of text or a stop string).

@@ -97,7 +97,7 @@ impl Store {
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!("the ledger {} could not switch to WAL (mode {mode})", path.display());
         }
-        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;").map_err(db(path))?;
+        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 2000;").map_err(db(path))?;
         let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db(path))?;
         if version > MIGRATIONS.len() {
             return Err(LedgerError::Schema { path: path.to_owned(), found: version, known: MIGRATIONS.len() });
@@ -126,6 +126,11 @@ impl Store {
             tx.execute(&INSERT_CLOUD, values.as_slice())?;
         }
         tx.commit()
+    }
+
+    /// Whether a request with this id is stored.
+    pub fn contains(&self, id: &str) -> rusqlite::Result<bool> {
+        self.conn().query_row("SELECT EXISTS (SELECT 1 FROM requests WHERE id = ?1)", [id], |r| r.get(0))
     }
 
     /// Rows matching `f`, newest first.

@@ -147,8 +147,25 @@ impl ModelSpec {
         };
         let opt_int = |key: &str| file.get(&format!("{p}.{key}")).and_then(|v| v.as_u64()).map(|v| v as usize);
         let opt_f = |key: &str| file.get(&format!("{p}.{key}")).and_then(|v| v.as_f64());
+        // A float hyper-parameter, when present, must be finite and within (lo, hi).
+        let checked_f = |key: &str, lo: f64, hi: f64| -> Result<Option<f64>, GgufError> {
+            match opt_f(key) {
+                Some(x) if !(x.is_finite() && x > lo && x < hi) => Err(file.error(format!("metadata {p}.{key} must be a finite number in ({lo}, {hi}), got {x}"))),
+                x => Ok(x),
+            }
+        };
+        checked_f("attention.layer_norm_rms_epsilon", 0.0, 1.0)?;
+        checked_f("rope.freq_base", 0.0, 1e12)?;
+        checked_f("rope.local_freq_base", 0.0, 1e12)?;
+        checked_f("rope.scaling.factor", 0.0, 1e6)?;
 
         let n_layer = int("block_count")?;
+        // Every layer has tensors of its own: a count beyond the file's tensors is corrupt (and
+        // must not size an allocation).
+        let layers_in_file = file.tensors.iter().filter(|t| t.name.starts_with("blk.")).count();
+        if n_layer > layers_in_file {
+            return Err(file.error(format!("metadata {p}.block_count = {n_layer}, but the file holds {layers_in_file} layer tensors")));
+        }
         let d_model = int("embedding_length")?;
         let n_head = int("attention.head_count")?;
         let n_kv_head = opt_int("attention.head_count_kv").unwrap_or(n_head);

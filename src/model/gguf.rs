@@ -311,6 +311,11 @@ fn parse(bytes: &[u8]) -> Result<Parsed, String> {
     for (name, dims, ty, offset) in raw {
         tensors.push(check_tensor(name, dims, ty, offset, data_start, alignment, bytes.len())?);
     }
+    let mut spans: Vec<(usize, usize, &str)> = tensors.iter().map(|t| (t.offset, t.offset + t.size, t.name.as_str())).collect();
+    spans.sort_unstable();
+    if let Some(w) = spans.windows(2).find(|w| w[1].0 < w[0].1) {
+        return Err(format!("tensors {} and {} overlap (bytes {}..{} and {}..{})", w[0].2, w[1].2, w[0].0, w[0].1, w[1].0, w[1].1));
+    }
     let mut names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
     names.sort_unstable();
     if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {

@@ -139,6 +139,10 @@ impl Spm {
         if text.is_empty() {
             return;
         }
+        let text = text.replace(super::tokenizer::ESCAPE, "");
+        if text.is_empty() {
+            return;
+        }
         let mut s = String::with_capacity(text.len() + 3);
         if self.space_prefix {
             s.push_str(SPACE);

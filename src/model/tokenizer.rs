@@ -38,6 +38,10 @@ enum Engine {
     Spm(Spm),
 }
 
+/// Breaks a control token's text inside chat content (see [`Vocab::escape_controls`]); removed
+/// again after special tokens are found, before the text is split into pieces.
+pub const ESCAPE: char = '\u{E000}';
+
 /// The tokenizer could not encode a text (the library's own reason inside).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("the tokenizer failed: {0}")]
@@ -54,6 +58,12 @@ pub struct Vocab {
     pub add_bos: bool,
     /// Every token that ends generation.
     pub end_of_generation: Vec<u32>,
+    /// Control tokens' texts, their lengths (longest first) and first bytes, to find them in text.
+    controls: std::collections::HashSet<String>,
+    control_lens: Vec<usize>,
+    control_first: [bool; 256],
+    /// The most text bytes one token stands for (its piece's length bounds it).
+    pub max_token_bytes: usize,
 }
 
 impl Vocab {
@@ -118,8 +128,18 @@ impl Vocab {
             }
         }
         let add_bos = flag("tokenizer.ggml.add_bos_token").unwrap_or(model == "llama") && bos.is_some();
+        let controls: std::collections::HashSet<String> =
+            tokens.iter().zip(&types).filter(|(t, &ty)| ty == TYPE_CONTROL && !t.is_empty()).map(|(t, _)| t.clone()).collect();
+        let mut control_lens: Vec<usize> = controls.iter().map(String::len).collect();
+        control_lens.sort_unstable_by(|a, b| b.cmp(a));
+        control_lens.dedup();
+        let mut control_first = [false; 256];
+        for c in &controls {
+            control_first[c.as_bytes()[0] as usize] = true;
+        }
         let types = types.iter().map(|&t| t.clamp(0, 127) as i8).collect();
-        Ok(Self { engine, tokens, types, bos, eos, add_bos, end_of_generation: eog })
+        let max_token_bytes = tokens.iter().map(String::len).max().unwrap_or(1).max(1);
+        Ok(Self { engine, tokens, types, bos, eos, add_bos, end_of_generation: eog, controls, control_lens, control_first, max_token_bytes })
     }
 
     pub fn len(&self) -> usize {
@@ -142,6 +162,30 @@ impl Vocab {
             Engine::Spm(t) => ids.extend(t.encode(text)),
         }
         Ok(ids)
+    }
+
+    /// `text` with every control token's text in it broken by [`ESCAPE`], so that a chat message
+    /// saying `<|im_end|>` is read as those characters, not as the end of its turn: only the
+    /// chat template's own markers become control tokens.
+    pub fn escape_controls(&self, text: &str) -> String {
+        let b = text.as_bytes();
+        let mut out = String::with_capacity(text.len());
+        let (mut copied, mut at) = (0, 0);
+        while at < b.len() {
+            let hit = self.control_first[b[at] as usize]
+                && self.control_lens.iter().any(|&n| text.get(at..at + n).is_some_and(|s| self.controls.contains(s)));
+            if hit {
+                let first = text[at..].chars().next().map_or(1, char::len_utf8);
+                out.push_str(&text[copied..at + first]);
+                out.push(ESCAPE);
+                copied = at + first;
+                at += first;
+            } else {
+                at += 1;
+            }
+        }
+        out.push_str(&text[copied..]);
+        out
     }
 
     /// Text of `ids`, control tokens left out.
@@ -225,6 +269,8 @@ fn gpt2_tokenizer(tokens: &[String], merges: &[String], pre: &str) -> tokenizers
         _ => PreSequence::new(vec![split(GPT2_REGEX)?, byte_level.into()]).into(),
     };
     tok.with_pre_tokenizer(Some(pre));
+    // Escape marks are dropped after special tokens were cut out, before the BPE sees the text.
+    tok.with_normalizer(Some(tokenizers::normalizers::replace::Replace::new(ESCAPE.to_string(), "")?));
     tok.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::default())));
     Ok(tok)
 }

@@ -5,14 +5,14 @@
 
 use serde_json::Value;
 
-use crate::model::ChatMessage;
+use crate::model::{ChatMessage, Vocab};
 
 use super::super::error::ApiError;
 use super::super::openai::Message;
 
 /// Chat messages for the template, and as the cloud would bill them (role, text). Tool results
 /// must answer a call an earlier assistant turn made; call arguments must be JSON.
-pub(super) fn chat_messages(list: &[Message]) -> Result<(Vec<ChatMessage>, Vec<(String, String)>), ApiError> {
+pub(super) fn chat_messages(list: &[Message], vocab: &Vocab) -> Result<(Vec<ChatMessage>, Vec<(String, String)>), ApiError> {
     if list.is_empty() {
         return Err(ApiError::invalid("messages", "`messages` must hold at least one message"));
     }
@@ -32,7 +32,8 @@ pub(super) fn chat_messages(list: &[Message]) -> Result<(Vec<ChatMessage>, Vec<(
         };
         let field = format!("messages[{i}].content");
         let content = message_text(&m.content, role == "assistant").map_err(|why| ApiError::invalid(&field, format!("`{field}` {why}")))?;
-        let mut msg = ChatMessage::new(role, &content);
+        // Control-token texts in what clients send stay text: no forged turns.
+        let mut msg = ChatMessage::new(role, &vocab.escape_controls(&content));
         let mut billed = content.clone();
         if let Some(calls) = m.tool_calls.as_ref().filter(|c| !c.is_null()) {
             let at = format!("messages[{i}].tool_calls");

@@ -109,13 +109,14 @@ pub fn chat(r: ChatRequest, info: &ModelInfo) -> Result<Plan, ApiError> {
             return Err(ApiError::unsupported("modalities", "this server produces text only"));
         }
     }
-    let (messages, mut cloud) = chat_messages(&r.messages)?;
+    let (messages, mut cloud) = chat_messages(&r.messages, &info.vocab)?;
     let wire_tools = tools.as_ref().map(ToolPlan::wire_tools).unwrap_or_default();
     if !wire_tools.is_empty() {
         // The cloud bills the tool declarations as prompt tokens.
         cloud.insert(0, ("system".to_owned(), serde_json::to_string(&wire_tools).unwrap_or_default()));
     }
     let text = info.prompt.render_chat(&info.vocab, &messages, &wire_tools, true).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+    too_long(text.len(), info, "messages")?;
     let prompt = info.vocab.encode(&text, !info.prompt.starts_with_bos(&text)).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
     let tool_grammar = tools.as_ref().and_then(|t| t.grammar(info.prompt.tools, info).map(|g| (g, t.field)));
     let grammar = match (tool_grammar, format) {
@@ -151,6 +152,8 @@ pub fn infill(r: InfillRequest, info: &ModelInfo) -> Result<Plan, ApiError> {
     })?;
     let context: Vec<ContextFile> = r.input_extra.iter().map(|c| ContextFile { filename: c.filename.clone(), text: c.text.clone() }).collect();
     let prefix = format!("{}{}", r.input_prefix, r.prompt);
+    let extra: usize = r.input_extra.iter().map(|c| c.text.len() + c.filename.len()).sum();
+    too_long(prefix.len() + r.input_suffix.len() + extra, info, "input_prefix")?;
     let prompt = fim.prompt(&info.vocab, &prefix, &r.input_suffix, &context).map_err(|e| ApiError::invalid("input_prefix", e.to_string()))?;
     // llama.cpp's n_predict: -1 means "until the context is full".
     let (limit, field) = match (r.n_predict, r.max_tokens) {
@@ -196,7 +199,10 @@ fn completion_prompts(v: &Value, info: &ModelInfo) -> Result<(Vec<Vec<u32>>, Vec
             })
             .collect()
     };
-    let encode = |s: &str| info.vocab.encode(s, true).map_err(|e| ApiError::invalid("prompt", e.to_string()));
+    let encode = |s: &str| {
+        too_long(s.len(), info, "prompt")?;
+        info.vocab.encode(s, true).map_err(|e| ApiError::invalid("prompt", e.to_string()))
+    };
     let (prompts, texts): (Vec<Vec<u32>>, Vec<String>) = match v {
         Value::Array(a) if !a.is_empty() && a.iter().all(Value::is_number) => {
             let p = ids(a)?;
@@ -229,6 +235,23 @@ fn prompt_strings(v: &Value) -> Result<Vec<String>, ApiError> {
         Value::Array(a) if !a.is_empty() => a.iter().map(|x| x.as_str().map(str::to_owned).ok_or_else(bad)).collect(),
         _ => Err(bad()),
     }
+}
+
+/// Refuses, before tokenizing it, a text too long to fit the context however it tokenizes (each
+/// token stands for at most `max_token_bytes` bytes): a 30 MB prompt costs a comparison, not a
+/// minute of tokenization.
+fn too_long(bytes: usize, info: &ModelInfo, field: &str) -> Result<(), ApiError> {
+    let most = info.context_length.saturating_mul(info.vocab.max_token_bytes);
+    if bytes > most {
+        let message = format!(
+            "`{field}` is {bytes} bytes, more than this model's context of {} tokens can hold (at most {most} bytes at {} bytes per token)",
+            info.context_length, info.vocab.max_token_bytes
+        );
+        let mut e = ApiError::invalid(field, message);
+        e.code = Some("context_length_exceeded");
+        return Err(e);
+    }
+    Ok(())
 }
 
 fn stops(v: Option<&Value>, field: &str) -> Result<Vec<String>, ApiError> {
