@@ -6,6 +6,7 @@ mod anthropic;
 mod dashboard;
 mod error;
 mod handlers;
+mod listen;
 mod metrics;
 mod names;
 mod ollama;
@@ -34,6 +35,7 @@ use crate::engine::Engine;
 use crate::ledger::Ledger;
 
 pub use error::{ApiError, Shape};
+pub use listen::{raise_file_limit, serve, Limits};
 pub use metrics::Metrics;
 pub use names::{Alias, ModelNames};
 
@@ -142,6 +144,8 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|req: Request| async move { ApiError::method(req.method().as_str(), req.uri().path()).shaped(shape_of(req.uri().path())) })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        // A body that trickles in is cut off, as headers are by the listener (`listen.rs`).
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(std::time::Duration::from_secs(60)))
         .with_state(state);
     if let Some(c) = cors {
         app = app.layer(c);

@@ -34,6 +34,13 @@ pub struct ServeArgs {
     /// cannot reach it through DNS rebinding.
     #[arg(long = "allowed-host", value_name = "NAME")]
     allowed_host: Vec<String>,
+    /// Connections open at once; more wait in the listen backlog.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Seconds a client has to send a request's headers; also how long an idle keep-alive
+    /// connection is kept.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_timeout: u64,
     /// Answer 404 to model names that are neither the served model's nor an alias (by default
     /// any name is served by the one model, since clients choose names of their own).
     #[arg(long)]
@@ -92,11 +99,12 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             std::process::exit(1);
         }
     });
-    runtime.block_on(async move {
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-    })?;
+    let files = crate::api::raise_file_limit();
+    let limits = crate::api::Limits { max_connections: (args.max_connections as usize).min(files.saturating_sub(64).max(16) as usize), header_timeout: std::time::Duration::from_secs(args.header_timeout) };
+    if limits.max_connections < args.max_connections as usize {
+        eprintln!("at most {} connections: the open-file limit is {files}", limits.max_connections);
+    }
+    runtime.block_on(crate::api::serve(listener, router(state), limits, shutdown_signal()))?;
     Ok(())
 }
 

@@ -31,6 +31,18 @@ impl Server {
 
     /// As [`Server::start`], keeping `dir` (which holds the ledger, and may hold the model) alive.
     async fn start_in(dir: tempfile::TempDir, path: &Path, id: &str, engine: EngineConfig, config: ServeConfig) -> Server {
+        Self::start_limited(dir, path, id, engine, config, hearth::api::Limits::default()).await
+    }
+
+    /// The synthetic model behind a listener with these connection limits.
+    pub async fn synth_limited(limits: hearth::api::Limits) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("{SYNTH}.gguf"));
+        write_synth_chat(&path);
+        Self::start_limited(dir, &path, SYNTH, EngineConfig::default(), ServeConfig::default(), limits).await
+    }
+
+    async fn start_limited(dir: tempfile::TempDir, path: &Path, id: &str, engine: EngineConfig, config: ServeConfig, limits: hearth::api::Limits) -> Server {
         hearth::model::device::pin_thread_count();
         let model = Model::load(path, &Device::Cpu).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
         let engine = Engine::start(model, id.to_owned(), engine);
@@ -39,7 +51,7 @@ impl Server {
         state.set_ledger(ledger.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+        tokio::spawn(hearth::api::serve(listener, router(state), limits, std::future::pending()));
         let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
         Server { url, client, engine, ledger, _dir: dir }
     }
