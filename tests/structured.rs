@@ -66,7 +66,13 @@ async fn json_schema_answers_follow_the_schema() {
         assert!(body == "yes" || body == "no" || (body.len() == 2 && body.bytes().all(|b| b.is_ascii_digit())), "`{t}`");
         assert_eq!(c["finish_reason"], "stop");
     }
-    assert!(s.metric("hearth_constrained_requests_total").await >= 4.0);
+    // llama.cpp's own /completion route takes the same fields and answers in llama.cpp's shape.
+    let body = json!({ "prompt": "x", "n_predict": 400, "json_schema": person(), "seed": 3 });
+    let (st, _, v) = s.post("/completion", &body).await;
+    assert_eq!(st, 200, "{v}");
+    assert!(is_person(&serde_json::from_str(v["content"].as_str().unwrap()).unwrap()), "{v}");
+    assert!(v["stop"] == true && v["timings"]["predicted_n"].as_u64().is_some(), "{v}");
+    assert!(s.metric("hearth_constrained_requests_total").await >= 5.0);
 }
 
 fn tools() -> Value {

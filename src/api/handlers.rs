@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::engine::{Engine, ModelInfo};
 
 use super::error::ApiError;
-use super::openai::{ChatRequest, CompletionRequest, DetokenizeRequest, InfillRequest, TokenizeRequest};
+use super::openai::{ChatRequest, CompletionRequest, DetokenizeRequest, InfillRequest, LlamaCompletionRequest, TokenizeRequest};
 use super::recorder::Recorder;
 use super::respond::Reply;
 use super::stream::{collect, merge, stream};
@@ -70,6 +70,33 @@ pub async fn infill(State(st): State<AppState>, headers: HeaderMap, ApiJson(req)
     let asked = st.names().resolve(req.model.as_deref(), engine.info())?;
     let plan = validated(&st, &engine, "/infill", &headers, move |info| validate::infill(req, info)).await?;
     answer(&st, &engine, &INFILL, "/infill", &headers, plan, asked).await
+}
+
+/// llama.cpp's `/completion`, validated as a completions request and answered in llama.cpp's
+/// shape (`content`, `stop`, timings). `n_predict` -1 or absent: until the context is full.
+pub async fn llama_completion(State(st): State<AppState>, headers: HeaderMap, ApiJson(req): ApiJson<LlamaCompletionRequest>) -> Result<Response, ApiError> {
+    let engine = st.engine()?;
+    let asked = st.names().resolve(req.model.as_deref(), engine.info())?;
+    let limit = req.n_predict.filter(|&n| n >= 0);
+    if limit == Some(0) {
+        return Err(ApiError::invalid("n_predict", "`n_predict` must be at least 1, or -1 for no limit"));
+    }
+    let body = json!({
+        "prompt": req.prompt, "temperature": req.temperature, "top_k": req.top_k, "top_p": req.top_p, "min_p": req.min_p,
+        "repeat_penalty": req.repeat_penalty, "presence_penalty": req.presence_penalty, "frequency_penalty": req.frequency_penalty,
+        "seed": req.seed, "stop": req.stop, "stream": req.stream, "json_schema": req.json_schema, "grammar": req.grammar,
+    });
+    let req: CompletionRequest = serde_json::from_value(body).map_err(|e| ApiError::invalid("prompt", format!("the request cannot be read: {e}")))?;
+    let plan = validated(&st, &engine, "/completion", &headers, move |info| {
+        let mut plan = validate::completion(req, info)?;
+        for r in &mut plan.requests {
+            let room = info.context_length.saturating_sub(r.prompt.len()).max(1);
+            r.max_tokens = limit.map_or(room, |l| room.min(l as usize));
+        }
+        Ok(plan)
+    })
+    .await?;
+    answer(&st, &engine, &INFILL, "/completion", &headers, plan, asked).await
 }
 
 /// Runs validation (templates, tokenization: possibly slow on big prompts) on a blocking thread.

@@ -125,6 +125,27 @@ pub struct InfillRequest {
     pub model: Option<String>,
 }
 
+/// llama.cpp's `/completion` (its native completion route): a prompt and llama.cpp's knob names,
+/// with `json_schema` / `grammar` for structured output. Unknown tuning fields are ignored.
+#[derive(Debug, Deserialize)]
+pub struct LlamaCompletionRequest {
+    pub prompt: Value,
+    pub n_predict: Option<i64>,
+    pub temperature: Option<f32>,
+    pub top_k: Option<i64>,
+    pub top_p: Option<f32>,
+    pub min_p: Option<f32>,
+    pub repeat_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub seed: Option<i64>,
+    pub stop: Option<Value>,
+    pub stream: Option<bool>,
+    pub json_schema: Option<Value>,
+    pub grammar: Option<String>,
+    pub model: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 pub struct ExtraChunk {
     #[serde(default)]
