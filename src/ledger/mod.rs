@@ -104,6 +104,12 @@ pub struct Ledger {
     path: PathBuf,
 }
 
+/// Whether a failed write may succeed later: the database busy or locked, the disk full or failing.
+fn transient(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if matches!(f.code, DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | CannotOpen | ReadOnly))
+}
+
 /// How long after a refused write rows go straight to the spool.
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -139,7 +145,12 @@ impl Ledger {
         let written = match (recently_refused, waiting) {
             (true, _) => Err("the database refused a row a moment ago".to_owned()),
             (false, true) if self.spool.drain(&self.store) == 0 && !self.spool.is_empty() => Err("spooled rows still wait".to_owned()),
-            _ => self.store.insert(&row).map_err(|e| e.to_string()),
+            _ => match self.store.insert(&row) {
+                Ok(()) => Ok(()),
+                // A row the database rejects (a duplicate id) is an error, not something to retry.
+                Err(e) if !transient(&e) => return Err(LedgerError::Db { path: self.path.clone(), source: e }),
+                Err(e) => Err(e.to_string()),
+            },
         };
         if let Err(e) = written {
             // Busy past the timeout, or failing: the row waits in the spool, durably, in order.
