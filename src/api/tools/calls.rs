@@ -152,13 +152,18 @@ impl CallParser {
                 }
             }
         }
+        self.content.push_str(&content);
         (content, deltas)
     }
 
     /// Releases content held back at the end (text that only looked like an opening).
     pub fn finish(&mut self) -> String {
         match self.state {
-            State::Content => std::mem::take(&mut self.held),
+            State::Content => {
+                let rest = std::mem::take(&mut self.held);
+                self.content.push_str(&rest);
+                rest
+            }
             _ => String::new(),
         }
     }
@@ -205,6 +210,7 @@ mod tests {
             let mut p = hermes();
             let (content, deltas) = feed(&mut p, text, n);
             assert_eq!(content, "Let me look.\n", "pieces of {n}");
+            assert_eq!(p.content(), content, "the parser keeps what it released");
             let calls = p.calls();
             assert_eq!(calls.len(), 2);
             assert_eq!((calls[0].name.as_str(), calls[0].arguments.as_str()), ("get_weather", "{\"city\": \"Pa}ris\\\"\", \"days\": [1, {\"x\": 2}]}"));
@@ -222,7 +228,7 @@ mod tests {
     fn text_that_only_looks_like_an_opening_is_content() {
         let mut p = hermes();
         let (content, deltas) = feed(&mut p, "a <tool_ b", 1);
-        assert_eq!((content.as_str(), deltas.len()), ("a <tool_ b", 0));
+        assert_eq!((content.as_str(), deltas.len(), p.content()), ("a <tool_ b", 0, "a <tool_ b"));
         let mut p = hermes();
         assert_eq!(p.push("x <tool").0, "x ");
         assert_eq!(p.finish(), "<tool");
