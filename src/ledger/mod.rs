@@ -105,7 +105,7 @@ pub struct Ledger {
 }
 
 /// Whether a failed write may succeed later: the database busy or locked, the disk full or failing.
-fn transient(e: &rusqlite::Error) -> bool {
+pub(crate) fn transient(e: &rusqlite::Error) -> bool {
     use rusqlite::ErrorCode::*;
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if matches!(f.code, DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | CannotOpen | ReadOnly))
 }

@@ -65,7 +65,12 @@ impl Spool {
             };
             match store.contains(&row.record.id).and_then(|there| if there { Ok(()) } else { store.insert(&row) }) {
                 Ok(()) => done += 1,
-                Err(_) => break,
+                Err(e) if super::transient(&e) => break,
+                // A row the database will never take must not hold up the ones behind it.
+                Err(e) => {
+                    tracing::error!("dropping a spooled ledger row the database rejects ({e}): {line}");
+                    done += 1;
+                }
             }
         }
         let rest: String = lines[done..].iter().map(|l| format!("{l}\n")).collect();
