@@ -53,7 +53,8 @@ pub fn raise_file_limit() -> u64 {
 /// Serves `app` on `listener` until `shutdown` resolves, then lets open requests finish (up to
 /// 10 seconds) and returns.
 pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let limits = Limits { max_connections: limits.max_connections.clamp(1, Semaphore::MAX_PERMITS), ..limits };
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let last_warning = AtomicU64::new(0);
     tokio::pin!(shutdown);

@@ -178,7 +178,7 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
     let response = match &config.api_key {
         _ if config.allowed_hosts.as_ref().is_some_and(|extra| !host_allowed(host, extra)) => ApiError::forbidden_host(host).shaped(shape).into_response(),
         // A browser's cross-origin "simple request" (text/plain, forms) needs no preflight; JSON does.
-        _ if req.method() == Method::POST && json.as_deref().is_some_and(|t| t != "application/json" && !t.ends_with("+json")) => {
+        _ if req.method() == Method::POST && json.as_deref().is_none_or(|t| t != "application/json" && !t.ends_with("+json")) => {
             ApiError::media_type(json.as_deref().unwrap_or("")).shaped(shape).into_response()
         }
         Some(key) if endpoint != "/health" && !authorized(&req, key) => ApiError::unauthorized().shaped(shape).into_response(),
@@ -198,7 +198,7 @@ fn host_allowed(host: &str, extra: &[String]) -> bool {
     let name = name.trim_end_matches('.').to_ascii_lowercase();
     name == "localhost"
         || name.ends_with(".localhost")
-        || name == "::1"
+        || name.parse::<std::net::Ipv6Addr>().is_ok_and(|a| a.is_loopback())
         || name.parse::<std::net::Ipv4Addr>().is_ok_and(|a| a.is_loopback())
         || extra.iter().any(|e| e.eq_ignore_ascii_case(&name) || e.eq_ignore_ascii_case(host))
 }
