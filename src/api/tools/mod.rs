@@ -128,7 +128,8 @@ fn tool_def(t: &Value, at: &str, legacy: bool) -> Result<ToolDef, ApiError> {
     let schema = match function.get("parameters") {
         None | Some(Value::Null) => json!({ "type": "object" }),
         Some(Value::Object(o)) if o.is_empty() => json!({ "type": "object" }),
-        Some(s @ Value::Object(_)) => s.clone(),
+        Some(s @ Value::Object(o)) if o.get("type").is_none_or(|t| t == "object") => s.clone(),
+        Some(Value::Object(_)) => return Err(ApiError::invalid(&format!("{fat}.parameters"), format!("`{fat}.parameters` must describe an object (`\"type\": \"object\"`): a call's arguments are named"))),
         Some(other) => return Err(ApiError::invalid(&format!("{fat}.parameters"), format!("`{fat}.parameters` must be a JSON Schema object, got {other}"))),
     };
     let mut f = Map::new();
@@ -202,7 +203,9 @@ impl ToolPlan {
         let first = first.join(" ");
         let start = match self.choice {
             ToolChoice::Auto if matches!(s.list_open.first(), Some(Piece::Token(_))) => {
-                rules.push("TEXT: /(?s:.+)/".into());
+                // The calls open with a control token text cannot produce; still keep their JSON
+                // opening out of free text, so the reader never mistakes prose for a call.
+                rules.push(format!("TEXT: /(?s:.+)/ & ~/(?s:.*{}.*)/", rx(&s.visible_start())));
                 format!("start: TEXT | TEXT? {first} {calls}{end}")
             }
             ToolChoice::Auto => {
