@@ -58,7 +58,7 @@ pub struct Vocab {
     pub add_bos: bool,
     /// Every token that ends generation.
     pub end_of_generation: Vec<u32>,
-    /// Control tokens' texts, their lengths (longest first) and first bytes, to find them in text.
+    /// Control and user-defined tokens' texts (both are cut out of text as whole tokens), their lengths (longest first) and first bytes, to find them in text.
     controls: std::collections::HashSet<String>,
     control_lens: Vec<usize>,
     control_first: [bool; 256],
@@ -129,7 +129,7 @@ impl Vocab {
         }
         let add_bos = flag("tokenizer.ggml.add_bos_token").unwrap_or(model == "llama") && bos.is_some();
         let controls: std::collections::HashSet<String> =
-            tokens.iter().zip(&types).filter(|(t, &ty)| ty == TYPE_CONTROL && !t.is_empty()).map(|(t, _)| t.clone()).collect();
+            tokens.iter().zip(&types).filter(|(t, &ty)| (ty == TYPE_CONTROL || ty == TYPE_USER) && !t.is_empty()).map(|(t, _)| t.clone()).collect();
         let mut control_lens: Vec<usize> = controls.iter().map(String::len).collect();
         control_lens.sort_unstable_by(|a, b| b.cmp(a));
         control_lens.dedup();

@@ -100,10 +100,10 @@ impl ToolFormat {
     pub fn fallback_messages(&self, vocab: &Vocab, messages: &[ChatMessage], tools: &[Value]) -> Vec<ChatMessage> {
         let list: Vec<&Value> = tools.iter().map(|t| t.get("function").unwrap_or(t)).collect();
         let example = self.write_calls(vocab, &[("function_name".into(), serde_json::json!({"argument": "value"}))]);
-        let instructions = format!(
+        let instructions = vocab.escape_controls(&format!(
             "You can call functions. Their signatures, as JSON Schema:\n{}\n\nTo call functions, answer with calls written exactly like this, and nothing else:\n{example}",
             serde_json::to_string_pretty(&list).unwrap_or_default()
-        );
+        ));
         let mut out: Vec<ChatMessage> = Vec::with_capacity(messages.len() + 1);
         match messages.first() {
             Some(m) if m.role == "system" => out.push(ChatMessage::new("system", &format!("{}\n\n{instructions}", m.content))),
@@ -120,6 +120,7 @@ impl ToolFormat {
                         .flat_map(|c| c.as_array().into_iter().flatten())
                         .map(|c| (c["function"]["name"].as_str().unwrap_or_default().to_owned(), c["function"]["arguments"].clone()))
                         .collect();
+                    let calls: Vec<(String, Value)> = calls.into_iter().map(|(n, a)| (n, escaped(vocab, &a))).collect();
                     let calls = self.write_calls(vocab, &calls);
                     let text = if m.content.is_empty() { calls } else { format!("{}\n{calls}", m.content) };
                     ("assistant", text)
@@ -135,6 +136,16 @@ impl ToolFormat {
             }
         }
         out
+    }
+}
+
+/// `v` with control-token text in its strings escaped (see [`Vocab::escape_controls`]).
+fn escaped(vocab: &Vocab, v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(vocab.escape_controls(s)),
+        Value::Array(a) => Value::Array(a.iter().map(|x| escaped(vocab, x)).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, x)| (k.clone(), escaped(vocab, x))).collect()),
+        other => other.clone(),
     }
 }
 
