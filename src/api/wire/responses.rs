@@ -45,9 +45,8 @@ fn response(r: &Reply, status: &str) -> Value {
     let mut output = Vec::new();
     let calls = c.calls.as_ref().map_or(0, |p| p.calls().len());
     if status != "in_progress" {
-        if !text_of(r).is_empty() || calls == 0 {
-            output.push(message_item(r, text_of(r), true));
-        }
+        // The message is output 0 even when empty, as the stream announced it.
+        output.push(message_item(r, text_of(r), true));
         output.extend((0..calls).map(|k| call_item(r, k, true)));
     }
     let u = r.usage();
