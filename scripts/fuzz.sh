@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the GGUF reader and every protocol's request handling for SECONDS each (default 600),
 # from the seeds in tests/fuzz/, and prints how many executions ran. A crash, a panic or a 5xx
-# fails it; the GGUF mutant that crashed is left as crash.gguf in the test's temporary directory.
+# fails it; the GGUF mutant that crashed is kept as target/tmp/fuzz-crash.gguf.
 # Usage: scripts/fuzz.sh [SECONDS] [gguf|requests]
 set -euo pipefail
 cd "$(dirname "$0")/.."
