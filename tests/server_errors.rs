@@ -145,6 +145,12 @@ async fn web_pages_cannot_use_a_loopback_server() {
     let r = s.client.get(format!("{}/v1/chat/completions", s.url)).send().await.unwrap();
     let st = r.status().as_u16();
     assert_eq!(error_of(st, &r.json().await.unwrap(), 405)["code"], "method_not_allowed");
+    let r = s.client.get(format!("{}/v1/models?q={}", s.url, "a".repeat(10_000))).send().await.unwrap();
+    let st = r.status().as_u16();
+    assert_eq!(error_of(st, &r.json().await.unwrap(), 414)["code"], "uri_too_long");
+    let r = s.client.get(format!("{}/v1/models", s.url)).header("x-padding", "b".repeat(70_000)).send().await.unwrap();
+    let st = r.status().as_u16();
+    assert_eq!(error_of(st, &r.json().await.unwrap(), 431)["code"], "headers_too_large");
     // Anthropic's and Ollama's paths answer in their own shapes.
     let r = s.client.post(format!("{}/v1/messages", s.url)).header("content-type", "text/plain").body("{}").send().await.unwrap();
     let v: serde_json::Value = r.json().await.unwrap();

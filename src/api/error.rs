@@ -86,6 +86,15 @@ impl ApiError {
         Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request_error", message).with(None, Some("unsupported_media_type"))
     }
 
+    pub fn uri_too_long(len: usize, max: usize) -> Self {
+        Self::new(StatusCode::URI_TOO_LONG, "invalid_request_error", format!("the request target is {len} bytes, over the limit of {max}")).with(None, Some("uri_too_long"))
+    }
+
+    pub fn headers_too_large(len: usize, max: usize) -> Self {
+        let message = format!("the request headers are {len} bytes, over the limit of {max}");
+        Self::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "invalid_request_error", message).with(None, Some("headers_too_large"))
+    }
+
     pub fn method(method: &str, path: &str) -> Self {
         Self::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", format!("{path} does not answer {method}")).with(None, Some("method_not_allowed"))
     }
