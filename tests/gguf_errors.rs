@@ -274,3 +274,27 @@ fn overlapping_tensors_are_refused() {
     let p = write(dir.path(), "overlap.gguf", &raw.bytes());
     assert_rejects(&p, "overlap");
 }
+
+#[test]
+fn non_finite_scales_and_weights_are_named_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("base.gguf");
+    common::synth::write(&p, &common::synth::Synth::new("llama"));
+    let base = std::fs::read(&p).unwrap();
+    let file = GgufFile::open(&p).unwrap();
+    let at = |name: &str| file.tensor(name).unwrap().offset;
+    // Q8_0's f16 scale opens each 34-byte block; Q4_K's d and dmin open its 144-byte blocks; a
+    // norm is plain f32.
+    let cases = [
+        ("token_embd.weight", at("token_embd.weight") + 3 * 34, half::f16::NAN.to_le_bytes().to_vec(), "block 3 has a NaN or infinite scale"),
+        ("blk.1.ffn_gate.weight", at("blk.1.ffn_gate.weight") + 144 + 2, half::f16::INFINITY.to_le_bytes().to_vec(), "block 1 has a NaN or infinite scale"),
+        ("blk.0.attn_norm.weight", at("blk.0.attn_norm.weight") + 4 * 5, f32::NAN.to_le_bytes().to_vec(), "value 5 is NaN or infinite"),
+    ];
+    for (name, offset, value, needle) in cases {
+        let mut bytes = base.clone();
+        bytes[offset..offset + value.len()].copy_from_slice(&value);
+        let q = write(dir.path(), "nan.gguf", &bytes);
+        let err = Model::load(&q, &Device::Cpu).err().unwrap_or_else(|| panic!("{name}: a NaN was accepted")).to_string();
+        assert!(err.contains(&format!("tensor {name}: {needle}")) && err.contains("nan.gguf"), "{err}");
+    }
+}

@@ -5,6 +5,7 @@ pub mod arch;
 pub mod decoder;
 pub mod device;
 pub mod fim;
+mod finite;
 pub mod gguf;
 pub mod gguf_write;
 mod gpu;

@@ -139,8 +139,23 @@ struct Loader<'a> {
 }
 
 impl Loader<'_> {
+    /// A tensor's place in the file, once its scales or values were checked to be finite.
     fn info(&self, name: &str) -> Result<&TensorInfo, ModelError> {
-        self.file.tensor(name).ok_or_else(|| self.file.error(format!("tensor {name} is missing")).into())
+        let info = self.file.tensor(name).ok_or_else(|| self.file.error(format!("tensor {name} is missing")))?;
+        // A few MiB at a time, released after, so a large tensor is not held resident twice
+        // (the load that follows reads it again from the page cache).
+        let block = info.ty.info().map_or(1, |t| t.bytes);
+        let step = (8 << 20) / block * block;
+        for (i, chunk) in self.file.tensor_bytes(info).chunks(step).enumerate() {
+            let bad = super::finite::first_non_finite(info.ty, chunk);
+            self.file.release(info.offset + i * step, chunk.len());
+            if let Some(at) = bad {
+                let at = (i * step) / block + at;
+                let problem = if info.ty.is_quantized() { format!("block {at} has a NaN or infinite scale") } else { format!("value {at} is NaN or infinite") };
+                return Err(self.file.error(format!("tensor {name}: {problem}")).into());
+            }
+        }
+        Ok(info)
     }
 
     fn qtensor(&self, name: &str, dims: &[usize]) -> Result<QTensor, ModelError> {
