@@ -1,7 +1,8 @@
 //! hearth's CPU attention against a plain f64 computation of softmax(q kᵀ / divisor) v over the
 //! keys each query may see (causal, optionally within a sliding window), for decode steps and
 //! prompt chunks (whole and partial tiles), grouped key/value heads, odd head sizes, and keys
-//! read through a strided view of a larger cache, as the KV cache hands them over; and the
+//! read through a strided view of a larger cache, as the KV cache hands them over; a chunk's
+//! rows bit for bit equal to the same rows computed one at a time; and the
 //! gated feed-forward activation against candle's.
 
 use candle_core::{Device, Tensor};
@@ -47,16 +48,19 @@ fn attention_matches_a_plain_computation() {
         (3, 3, 16, 1, 20, Some(4)),
     ];
     let mut batch = Vec::new();
-    for (n_head, n_kv_head, hd, n, pos, window) in cases {
+    for (case, (n_head, n_kv_head, hd, n, pos, window)) in cases.into_iter().enumerate() {
         let total = pos + n;
         let q = Tensor::randn(0f32, 1.0, (n_head, n, hd), &dev).unwrap();
-        // Keys and values as a view of a cache with room for more positions.
-        let cap = total + 13;
-        let kc = (Tensor::randn(0f32, 1.0, (n_kv_head, cap, hd), &dev).unwrap() * 2.0).unwrap();
+        // Keys (transposed, as the CPU cache keeps them) and values as views of a cache with room
+        // for more positions: a capacity in whole tiles of 16 keys, as the cache allocates, or
+        // too little for a whole tile past the last key (attention then copies the keys).
+        let cap = if case % 2 == 0 { (total + 13).next_multiple_of(16) } else { total + 13 };
+        let kc = (Tensor::randn(0f32, 1.0, (n_kv_head, hd, cap), &dev).unwrap() * 2.0).unwrap();
         let vc = Tensor::randn(0f32, 1.0, (n_kv_head, cap, hd), &dev).unwrap();
-        let (k, v) = (kc.narrow(1, 0, total).unwrap(), vc.narrow(1, 0, total).unwrap());
+        let (k, v) = (kc.narrow(2, 0, total).unwrap(), vc.narrow(1, 0, total).unwrap());
         let s = Shape { n_head, n_kv_head, head_dim: hd, divisor: (hd as f32).sqrt(), pos, window };
-        let want = reference(&q.to_vec3().unwrap(), &k.to_vec3().unwrap(), &v.to_vec3().unwrap(), s);
+        let keys = k.transpose(1, 2).unwrap().contiguous().unwrap().to_vec3().unwrap();
+        let want = reference(&q.to_vec3().unwrap(), &keys, &v.to_vec3().unwrap(), s);
         for (name, f) in [("attend", attend as fn(&Tensor, &Tensor, &Tensor, Shape) -> _), ("portable", attend_portable)] {
             let ours = f(&q, &k, &v, s).unwrap().to_vec2::<f32>().unwrap();
             assert_eq!((ours.len(), ours[0].len()), (n, n_head * hd));
@@ -65,6 +69,12 @@ fn attention_matches_a_plain_computation() {
                     assert!((x as f64 - y).abs() < 2e-5 * (1.0 + y.abs()), "{name} {s:?} n {n}: row {i} column {c}: {x} vs {y}");
                 }
             }
+        }
+        // Each row of a chunk gets bit for bit what it gets as a decode step's only row.
+        for i in 0..n {
+            let one = attend(&q.narrow(1, i, 1).unwrap(), &k.narrow(2, 0, pos + i + 1).unwrap(), &v.narrow(1, 0, pos + i + 1).unwrap(), Shape { pos: pos + i, ..s });
+            let chunk_row = attend(&q, &k, &v, s).unwrap().narrow(0, i, 1).unwrap();
+            assert_eq!(one.unwrap().to_vec2::<f32>().unwrap(), chunk_row.to_vec2::<f32>().unwrap(), "{s:?}: row {i} alone vs in its chunk");
         }
         batch.push((q, k, v, s));
     }

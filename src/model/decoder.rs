@@ -259,7 +259,10 @@ impl Decoder {
                 .collect();
             return attention::attend_many(&jobs);
         }
-        seqs.iter().map(|(q, k, v, pos)| self.attend_tensors(q, k, v, *pos, window)).collect()
+        let transposed = super::kv_cache::keys_transposed(&self.device);
+        seqs.iter()
+            .map(|(q, k, v, pos)| self.attend_tensors(q, &if transposed { k.transpose(1, 2)? } else { k.clone() }, v, *pos, window))
+            .collect()
     }
 
     /// Attention with candle's tensor ops (GPUs).

@@ -3,10 +3,32 @@
 
 use candle_core::{DType, Device, Tensor};
 
-/// Keys and values of one layer: `[n_kv_head, capacity, head_dim]`, the first `len` positions valid.
+/// Keys and values of one layer, the first `len` positions valid. Values are
+/// `[n_kv_head, capacity, head_dim]`. Keys are the same on GPUs; on the CPU they are kept
+/// transposed, `[n_kv_head, head_dim, capacity]`, the layout CPU attention scores from (keys in
+/// vector lanes): whether a key was written by a prompt chunk or one token at a time, every query
+/// row then scores it the same way.
 struct LayerCache {
     k: Tensor,
     v: Tensor,
+}
+
+/// Capacities are whole multiples of this, so that attention may read a whole vector of keys
+/// past the last valid one.
+pub const KEY_TILE: usize = 16;
+
+/// Whether caches on `dev` keep keys transposed.
+pub fn keys_transposed(dev: &Device) -> bool {
+    dev.is_cpu()
+}
+
+/// The position axis of a layer's keys.
+fn key_axis(k: &Tensor) -> usize {
+    if keys_transposed(k.device()) {
+        2
+    } else {
+        1
+    }
 }
 
 /// The cache of one sequence: one [`LayerCache`] per layer, all of the same length.
@@ -47,14 +69,8 @@ impl KvCache {
         for l in &self.layers {
             let copy = match l {
                 Some(c) if n > 0 => {
-                    let (n_kv, _, hd) = c.k.dims3()?;
-                    let cap = (n + 64).min(self.max_len);
-                    let fresh = |src: &Tensor| -> candle_core::Result<Tensor> {
-                        let t = Tensor::zeros((n_kv, cap, hd), src.dtype(), src.device())?;
-                        t.slice_set(&src.narrow(1, 0, n)?.contiguous()?, 1, 0)?;
-                        Ok(t)
-                    };
-                    Some(LayerCache { k: fresh(&c.k)?, v: fresh(&c.v)? })
+                    let cap = (n + 64).min(self.max_len).next_multiple_of(KEY_TILE);
+                    Some(LayerCache { k: resized(&c.k, key_axis(&c.k), n, cap)?, v: resized(&c.v, 1, n, cap)? })
                 }
                 _ => None,
             };
@@ -73,35 +89,42 @@ impl KvCache {
     }
 
     /// Appends `k`, `v` (`[n_kv_head, n, head_dim]`) to layer `layer` at position `self.len()` and
-    /// returns all keys and values so far. Call [`KvCache::advance`] once all layers are done.
+    /// returns all keys and values so far: values `[n_kv_head, len, head_dim]`, keys the same or,
+    /// where [`keys_transposed`], `[n_kv_head, head_dim, len]` (views with the capacity as
+    /// stride). Call [`KvCache::advance`] once all layers are done.
     pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
         let (n_kv, n, hd) = k.dims3()?;
         let len = self.len;
         let (ck, cv) = self.reserve(layer, n_kv, n, hd, k.device())?;
-        ck.slice_set(&k.contiguous()?, 1, len)?;
+        let axis = key_axis(ck);
+        if axis == 2 {
+            ck.slice_set(&k.transpose(1, 2)?.contiguous()?, 2, len)?;
+        } else {
+            ck.slice_set(&k.contiguous()?, 1, len)?;
+        }
         cv.slice_set(&v.contiguous()?, 1, len)?;
-        Ok((ck.narrow(1, 0, len + n)?, cv.narrow(1, 0, len + n)?))
+        Ok((ck.narrow(axis, 0, len + n)?, cv.narrow(1, 0, len + n)?))
     }
 
     /// Makes room in layer `layer` for `n` positions after `self.len()` and returns its whole
-    /// key and value tensors (`[n_kv, capacity, hd]`), for a kernel that writes them in place.
+    /// key and value tensors (keys in this device's layout, see [`LayerCache`]), for a kernel
+    /// that writes them in place.
     pub fn reserve(&mut self, layer: usize, n_kv: usize, n: usize, hd: usize, dev: &Device) -> candle_core::Result<(&Tensor, &Tensor)> {
         let need = self.len + n;
         if need > self.max_len {
             candle_core::bail!("kv cache holds {} positions, {need} needed", self.max_len);
         }
         let slot = &mut self.layers[layer];
-        let cap = slot.as_ref().map_or(0, |c| c.k.dim(1).unwrap_or(0));
+        let cap = slot.as_ref().map_or(0, |c| c.v.dim(1).unwrap_or(0));
         if cap < need {
-            let new_cap = (need.max(cap * 2).max(64)).min(self.max_len);
-            let grow = |old: Option<&Tensor>| -> candle_core::Result<Tensor> {
-                let t = Tensor::zeros((n_kv, new_cap, hd), DType::F32, dev)?;
-                if let Some(old) = old {
-                    t.slice_set(&old.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
+            let new_cap = need.max(cap * 2).max(64).min(self.max_len).next_multiple_of(KEY_TILE);
+            let new = match slot.as_ref() {
+                Some(c) => LayerCache { k: resized(&c.k, key_axis(&c.k), self.len, new_cap)?, v: resized(&c.v, 1, self.len, new_cap)? },
+                None => {
+                    let k_dims = if keys_transposed(dev) { (n_kv, hd, new_cap) } else { (n_kv, new_cap, hd) };
+                    LayerCache { k: Tensor::zeros(k_dims, DType::F32, dev)?, v: Tensor::zeros((n_kv, new_cap, hd), DType::F32, dev)? }
                 }
-                Ok(t)
             };
-            let new = LayerCache { k: grow(slot.as_ref().map(|c| &c.k))?, v: grow(slot.as_ref().map(|c| &c.v))? };
             *slot = Some(new);
         }
         let c = slot.as_ref().expect("allocated above");
@@ -112,4 +135,15 @@ impl KvCache {
     pub fn advance(&mut self, n: usize) {
         self.len += n;
     }
+}
+
+/// A new zeroed tensor like `t` with `cap` positions along `axis`, holding `t`'s first `len`.
+fn resized(t: &Tensor, axis: usize, len: usize, cap: usize) -> candle_core::Result<Tensor> {
+    let mut dims = t.dims().to_vec();
+    dims[axis] = cap;
+    let fresh = Tensor::zeros(dims, t.dtype(), t.device())?;
+    if len > 0 {
+        fresh.slice_set(&t.narrow(axis, 0, len)?.contiguous()?, axis, 0)?;
+    }
+    Ok(fresh)
 }

@@ -1,5 +1,7 @@
 //! Causal attention on the CPU in one pass per query row: scores against the keys that row can
 //! see (causal, optionally within a sliding window), softmax, and the weighted sum of values,
+//! each row's arithmetic in the same order whether it is a decode step's only row or one of a
+//! prompt chunk's tile (so a token's result does not depend on how its prompt was chunked),
 //! written straight into the `[n, n_head * head_dim]` layout the output projection reads. It
 //! replaces candle's batched matmuls, mask and softmax there: those computed every masked score
 //! of a prompt chunk, held several `[heads, n, keys]` temporaries at once, and ran on rayon's
@@ -11,7 +13,7 @@ use super::OutPtr;
 
 mod tiles;
 pub(super) use tiles::fma;
-use tiles::{dot, exp_in_place, for_cpu as tiles_for_cpu, lanes_max, lanes_sum};
+use tiles::{exp_in_place, for_cpu as tiles_for_cpu, lanes_max, lanes_sum};
 
 /// What one layer's attention needs besides its tensors.
 #[derive(Clone, Copy, Debug)]
@@ -47,11 +49,14 @@ fn view(t: &Tensor) -> Result<(*const f32, Vec<usize>)> {
 const ROWS: usize = 8;
 /// Keys scored at once against a tile (one 512-bit vector of f32).
 const KEYS: usize = 16;
+const _: () = assert!(KEYS == crate::model::kv_cache::KEY_TILE);
 /// Head-size columns of the value sum held at once per tile row.
 const COLS: usize = 32;
 
-/// `q` `[n_head, n, hd]` against the cached `k`, `v` `[n_kv_head, pos + n, hd]` (views with any
-/// row stride) → `[n, n_head * hd]`.
+/// `q` `[n_head, n, hd]` against the cached keys `kt`, transposed (`[n_kv_head, hd, pos + n]`, as
+/// the CPU's KV cache keeps them), and values `v` (`[n_kv_head, pos + n, hd]`) → `[n, n_head *
+/// hd]`. Both may be views with any head and row stride; keys whose row stride leaves no room
+/// for a whole vector past the last key (as the cache's capacity does) are copied first.
 pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, s: Shape) -> Result<Tensor> {
     Ok(attend_many(&[(q, k, v, s)])?.remove(0))
 }
@@ -117,51 +122,51 @@ struct Job {
     /// Query rows per item: a tile for prompt chunks, one for a decode step's few rows.
     rt: usize,
     tiles: usize,
-    /// Keeps the contiguous q alive; it, k and v are read through addresses (with k's and
-    /// v's head and row strides).
+    /// Keeps the contiguous q alive; it, the keys and v are read through addresses (with the
+    /// keys' and v's head and row strides).
     _q: Tensor,
     qp: usize,
+    /// Transposed keys: address, head stride, head-size-column stride (≥ `padded`).
     kp: (usize, usize, usize),
     vp: (usize, usize, usize),
-    /// Keys transposed per head (`[hd, padded]`) for prompt chunks, so that a tile's scores
-    /// need no horizontal sums.
-    kt: Vec<f32>,
+    /// A padded copy of the keys, where the given view had too little room per column.
+    _kt: Vec<f32>,
     out: Vec<f32>,
     dst: OutPtr,
 }
 
 impl Job {
-    fn new(q: &Tensor, k: &Tensor, v: &Tensor, s: Shape) -> Result<Job> {
+    fn new(q: &Tensor, kt: &Tensor, v: &Tensor, s: Shape) -> Result<Job> {
         let Shape { n_head, n_kv_head, head_dim: hd, .. } = s;
         let (qh, n, qd) = q.dims3()?;
-        let (kh, total, kd) = k.dims3()?;
+        let (kh, kd, total) = kt.dims3()?;
         if qh != n_head || kh != n_kv_head || qd != hd || kd != hd || v.dims3()? != (kh, total, kd) || total != s.pos + n || n == 0 {
-            candle_core::bail!("attention: q {:?}, k {:?}, v {:?} do not fit {s:?}", q.shape(), k.shape(), v.shape());
+            candle_core::bail!("attention: q {:?}, keys {:?}, v {:?} do not fit {s:?}", q.shape(), kt.shape(), v.shape());
         }
         if n_kv_head == 0 || n_head % n_kv_head != 0 {
             candle_core::bail!("attention: {n_head} query heads cannot share {n_kv_head} key/value heads");
         }
         let q = q.contiguous()?;
         let qp = view(&q)?.0 as usize;
-        let ((kp, ks), (vp, vs)) = (view(k)?, view(v)?);
-        let (kp, vp) = ((kp as usize, ks[0], ks[1]), (vp as usize, vs[0], vs[1]));
         let padded = total.next_multiple_of(KEYS);
+        let ((kp, ks), (vp, vs)) = (view(kt)?, view(v)?);
+        let mut copy = Vec::new();
+        let kp = if ks[1] >= padded && ks[0] >= hd * ks[1] {
+            (kp as usize, ks[0], ks[1])
+        } else {
+            copy = vec![0f32; kh * hd * padded];
+            for (h, d) in (0..kh).flat_map(|h| (0..hd).map(move |d| (h, d))) {
+                // SAFETY: row d of head h holds `total` floats at the view's strides.
+                let col = unsafe { std::slice::from_raw_parts(kp.add(h * ks[0] + d * ks[1]), total) };
+                copy[(h * hd + d) * padded..][..total].copy_from_slice(col);
+            }
+            (copy.as_ptr() as usize, hd * padded, padded)
+        };
+        let vp = (vp as usize, vs[0], vs[1]);
         let rt = if n >= ROWS { ROWS } else { 1 };
         let mut out = vec![0f32; n * n_head * hd];
         let dst = OutPtr(out.as_mut_ptr());
-        let mut job = Job { s, n, total, padded, rt, tiles: n.div_ceil(rt), _q: q, qp, kp, vp, kt: Vec::new(), out, dst };
-        if rt == ROWS {
-            let mut kt = vec![0f32; n_kv_head * hd * padded];
-            for h in 0..n_kv_head {
-                for j in 0..total {
-                    for (d, &x) in job.key(h, j).iter().enumerate() {
-                        kt[(h * hd + d) * padded + j] = x;
-                    }
-                }
-            }
-            job.kt = kt;
-        }
-        Ok(job)
+        Ok(Job { s, n, total, padded, rt, tiles: n.div_ceil(rt), _q: q, qp, kp, vp, _kt: copy, out, dst })
     }
 
     fn items(&self) -> usize {
@@ -177,13 +182,6 @@ impl Job {
         let hd = self.s.head_dim;
         // SAFETY: q is contiguous [n_head, n, hd] and held by `self`.
         unsafe { std::slice::from_raw_parts((self.qp as *const f32).add((h * self.n + i) * hd), hd) }
-    }
-
-    fn key(&self, h: usize, j: usize) -> &[f32] {
-        let (p, hs, rs) = self.kp;
-        // SAFETY: rows j < total of head h < n_kv_head hold hd contiguous floats at the strides
-        // of k's layout, and the cache outlives the call.
-        unsafe { std::slice::from_raw_parts((p as *const f32).add(h * hs + j * rs), self.s.head_dim) }
     }
 
     /// Head `h`'s query rows of tile `t` against the keys they see, into the output.
@@ -204,28 +202,35 @@ impl Job {
         let p = |r: usize| s.pos + i0 + r;
         let lo = |r: usize| s.window.map_or(0, |w| (p(r) + 1).saturating_sub(w));
         let (first, last) = (lo(0), p(rows - 1));
-        // Scores start at a whole tile of keys.
-        let j0 = if rt == ROWS { first / KEYS * KEYS } else { first };
-        if rt == ROWS {
-            // The tile's query rows, scaled and transposed (`[hd, ROWS]`; missing rows 0).
-            qt.fill(0.0);
-            for r in 0..rows {
-                for (d, &x) in self.qrow(h, i0 + r).iter().enumerate() {
-                    qt[d * ROWS + r] = x * inv_divisor;
-                }
+        // Scores start at a whole tile of keys. Each key's score is one chain of multiply-adds
+        // over the head size in its own lane, the same for a tile's row as for a lone row.
+        let j0 = first / KEYS * KEYS;
+        // The query rows, scaled and transposed (`[hd, rt]`; a tile's missing rows 0).
+        qt.fill(0.0);
+        for r in 0..rows {
+            for (d, &x) in self.qrow(h, i0 + r).iter().enumerate() {
+                qt[d * rt + r] = x * inv_divisor;
             }
-            let kt = &self.kt[kv * hd * padded..(kv + 1) * hd * padded];
-            for jt in (j0..=last).step_by(KEYS) {
-                let tile = tiles_for_cpu::score(simd, qt, kt, padded, jt);
+        }
+        let (kp, khs, kds) = self.kp;
+        // SAFETY: head kv's columns d < hd hold `kds` ≥ `padded` floats (checked in `new`), and
+        // every tile ends at or before `padded`.
+        let kt = unsafe { (kp as *const f32).add(kv * khs) };
+        let mut jt = j0;
+        while rt == 1 && jt + 4 * KEYS <= padded && jt + 3 * KEYS <= last {
+            let four = unsafe { tiles_for_cpu::score_row4(simd, &qt[..hd], kt, kds, jt) };
+            scores[jt..][..4 * KEYS].copy_from_slice(four.as_flattened());
+            jt += 4 * KEYS;
+        }
+        for jt in (jt..=last).step_by(KEYS) {
+            if rt == ROWS {
+                let tile = unsafe { tiles_for_cpu::score::<ROWS>(simd, &qt[..hd * ROWS], kt, kds, jt) };
                 for (r, t) in tile.iter().enumerate() {
                     scores[r * padded + jt..][..KEYS].copy_from_slice(t);
                 }
-            }
-        } else {
-            for r in 0..rows {
-                for j in lo(r)..=p(r) {
-                    scores[r * padded + j] = dot(self.qrow(h, i0 + r), self.key(kv, j)) * inv_divisor;
-                }
+            } else {
+                let [t] = unsafe { tiles_for_cpu::score::<1>(simd, &qt[..hd], kt, kds, jt) };
+                scores[jt..][..KEYS].copy_from_slice(&t);
             }
         }
         // Softmax over each row's visible keys, into `pt` (`[key - j0, rt]`, weight 0 for keys

@@ -2,18 +2,21 @@
 //! tiles (softmax weights times value rows), portable and in AVX-512, and the lane-wise max,
 //! sum, exponential and dot product around them.
 
-use super::{COLS, KEYS, ROWS};
+use super::{COLS, KEYS};
 
-/// Scores of [`ROWS`] query rows (`qt`, transposed: `[hd, ROWS]`) against keys
-/// `j0..j0 + KEYS` of the transposed keys `kt` (`[hd, stride]`): one broadcast multiply-add per
-/// row and head-size column, no horizontal sums.
+/// Scores of `R` query rows (`qt`, transposed: `[hd, R]`) against keys `j0..j0 + KEYS` of the
+/// transposed keys at `kt` (`[hd, stride]`): one broadcast multiply-add per row and head-size
+/// column, no horizontal sums; each score is the same chain whatever `R` is.
+///
+/// # Safety
+/// `kt + d * stride + j0` must point to [`KEYS`] readable floats for every `d < qt.len() / R`.
 #[inline]
-fn score_tile(qt: &[f32], kt: &[f32], stride: usize, j0: usize) -> [[f32; KEYS]; ROWS] {
-    let mut acc = [[0f32; KEYS]; ROWS];
-    for (q, col) in qt.chunks_exact(ROWS).zip(kt.chunks_exact(stride)) {
-        let q: &[f32; ROWS] = q.try_into().expect("a whole row group");
-        let k: &[f32; KEYS] = col[j0..j0 + KEYS].try_into().expect("a whole tile of keys");
-        for r in 0..ROWS {
+unsafe fn score_tile<const R: usize>(qt: &[f32], kt: *const f32, stride: usize, j0: usize) -> [[f32; KEYS]; R] {
+    let mut acc = [[0f32; KEYS]; R];
+    for (d, q) in qt.chunks_exact(R).enumerate() {
+        let q: &[f32; R] = q.try_into().expect("a whole row group");
+        let k = std::slice::from_raw_parts(kt.add(d * stride + j0), KEYS);
+        for r in 0..R {
             for l in 0..KEYS {
                 acc[r][l] = fma(q[r], k[l], acc[r][l]);
             }
@@ -50,18 +53,32 @@ unsafe fn value_tile<const R: usize>(pt: &[f32], v: *const f32, stride: usize, c
 /// The tile kernels: AVX-512 when `simd` (the caller found it present; the compiler's own
 /// vectorization of the portable loops picked scatters there), else the portable loops.
 pub(super) mod for_cpu {
-    use super::{COLS, KEYS, ROWS};
+    use super::{COLS, KEYS};
 
+    /// # Safety
+    /// As [`super::score_tile`], and `simd` only where AVX-512F is present.
     #[inline]
-    pub fn score(simd: bool, qt: &[f32], kt: &[f32], stride: usize, j0: usize) -> [[f32; KEYS]; ROWS] {
+    pub unsafe fn score<const R: usize>(simd: bool, qt: &[f32], kt: *const f32, stride: usize, j0: usize) -> [[f32; KEYS]; R] {
         #[cfg(target_arch = "x86_64")]
         if simd {
-            assert!(qt.len() * stride == kt.len() * ROWS && j0 + KEYS <= stride);
-            // SAFETY: AVX-512F is present (the caller checked); rows d < qt.len() / ROWS of kt hold keys j0..j0 + KEYS
-            // (asserted).
-            return unsafe { avx512::score(qt, kt.as_ptr(), stride, j0) };
+            return avx512::score::<R>(qt, kt, stride, j0);
         }
-        super::score_tile(qt, kt, stride, j0)
+        super::score_tile::<R>(qt, kt, stride, j0)
+    }
+
+    /// Four consecutive tiles of keys (`j0..j0 + 4 * KEYS`) for one query row: the same scores
+    /// as four calls of [`score`], with four independent chains in flight instead of one.
+    ///
+    /// # Safety
+    /// As [`super::score_tile`] for keys `j0..j0 + 4 * KEYS`, and `simd` only where AVX-512F is
+    /// present.
+    #[inline]
+    pub unsafe fn score_row4(simd: bool, qt: &[f32], kt: *const f32, stride: usize, j0: usize) -> [[f32; KEYS]; 4] {
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            return avx512::score_row4(qt, kt, stride, j0);
+        }
+        std::array::from_fn(|t| super::score_tile::<1>(qt, kt, stride, j0 + t * KEYS)[0])
     }
 
     /// # Safety
@@ -79,19 +96,35 @@ pub(super) mod for_cpu {
     mod avx512 {
         use std::arch::x86_64::*;
 
-        use super::{COLS, KEYS, ROWS};
+        use super::{COLS, KEYS};
         const _: () = assert!(KEYS == 16 && COLS == 32);
 
         #[target_feature(enable = "avx512f")]
-        pub unsafe fn score(qt: &[f32], kt: *const f32, stride: usize, j0: usize) -> [[f32; KEYS]; ROWS] {
-            let mut acc = [_mm512_setzero_ps(); ROWS];
-            for (d, q) in qt.chunks_exact(ROWS).enumerate() {
+        pub unsafe fn score<const R: usize>(qt: &[f32], kt: *const f32, stride: usize, j0: usize) -> [[f32; KEYS]; R] {
+            let mut acc = [_mm512_setzero_ps(); R];
+            for (d, q) in qt.chunks_exact(R).enumerate() {
                 let k = _mm512_loadu_ps(kt.add(d * stride + j0));
-                for r in 0..ROWS {
+                for r in 0..R {
                     acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(*q.get_unchecked(r)), k, acc[r]);
                 }
             }
-            std::mem::transmute::<[__m512; ROWS], [[f32; KEYS]; ROWS]>(acc)
+            let mut out = [[0f32; KEYS]; R];
+            for r in 0..R {
+                _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+            }
+            out
+        }
+
+        #[target_feature(enable = "avx512f")]
+        pub unsafe fn score_row4(qt: &[f32], kt: *const f32, stride: usize, j0: usize) -> [[f32; KEYS]; 4] {
+            let mut acc = [_mm512_setzero_ps(); 4];
+            for (d, &q) in qt.iter().enumerate() {
+                let (q, k) = (_mm512_set1_ps(q), kt.add(d * stride + j0));
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm512_fmadd_ps(q, _mm512_loadu_ps(k.add(t * KEYS)), *acc);
+                }
+            }
+            std::mem::transmute::<[__m512; 4], [[f32; KEYS]; 4]>(acc)
         }
 
         #[target_feature(enable = "avx512f")]
@@ -149,20 +182,6 @@ pub(super) fn exp_in_place(xs: &mut [f32]) {
     for x in xs.iter_mut() {
         *x = crate::model::kernels::activation::exp(*x);
     }
-}
-
-/// The dot product of two equal-length rows, in 16 lanes (vectorized by the compiler).
-#[inline]
-pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ac.zip(bc) {
-        for l in 0..16 {
-            acc[l] = fma(x[l], y[l], acc[l]);
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// `a * b + c`, fused where the CPU has FMA (elsewhere `mul_add` would be a slow library call).
