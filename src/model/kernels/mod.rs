@@ -76,8 +76,16 @@ pub fn forward(w: &QMatMul, x: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// A prompt chunk on the CPU: enough rows for [`dequant::matmul`] to pay.
+/// A prompt chunk on the CPU: enough rows for [`dequant::matmul`] to pay, where it was asked
+/// for. Off by default: a row's result must not depend on how many rows share its matmul (a
+/// prompt's last token would otherwise differ between a long chunk and a decode step, so the
+/// same request could answer differently after a cache hit). `HEARTH_F32_PROMPT=1` turns it on,
+/// trading that for prompt speed where the panel kernels do not apply.
 fn many_rows(w: &QTensor, x: &Tensor) -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*ON.get_or_init(|| std::env::var_os("HEARTH_F32_PROMPT").is_some_and(|v| v == "1")) {
+        return false;
+    }
     let cpu = matches!(x.device(), Device::Cpu) && x.dtype() == candle_core::DType::F32;
     let Some(min) = f32_from(w.dtype()) else { return false };
     cpu && x.rank() == 2 && x.dim(0).is_ok_and(|m| m >= min) && w.shape().rank() == 2
