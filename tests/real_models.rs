@@ -80,16 +80,21 @@ fn perplexity_on_source_code_is_sane() {
     let whole = include_str!("../src/model/gguf.rs");
     let text = &whole[..whole.char_indices().nth(4500).unwrap().0];
     let smol = load(SMOL);
-    let p = hearth::bench::perplexity::perplexity(&smol, text, 512, |_, _| {}).unwrap();
+    let p = hearth::bench::perplexity::perplexity(&smol, text, 512, 512, |_, _| {}).unwrap();
     assert!(p.windows >= 2 && p.scored_tokens == p.windows * 255, "{p:?}");
     assert!(p.value > 1.2 && p.value < 20.0, "SmolLM2 perplexity {p:?}");
     let gemma = load(GEMMA);
-    let g = hearth::bench::perplexity::perplexity(&gemma, text, 512, |_, _| {}).unwrap();
+    let g = hearth::bench::perplexity::perplexity(&gemma, text, 512, 512, |_, _| {}).unwrap();
     assert!(g.value > 1.2 && g.value < 20.0, "Gemma 3 perplexity {g:?}");
+    // Fed 64 or 7 tokens per forward pass instead of the whole window: the same figure, exactly.
+    for batch in [64, 7] {
+        assert_eq!(hearth::bench::perplexity::perplexity(&smol, text, 512, batch, |_, _| {}).unwrap(), p, "SmolLM2, batch {batch}");
+        assert_eq!(hearth::bench::perplexity::perplexity(&gemma, text, 512, batch, |_, _| {}).unwrap(), g, "Gemma 3, batch {batch}");
+    }
     // The right activation is what makes Gemma good: SiLU (candle's choice) is far worse.
     let path = common::model_path(GEMMA);
     let silu = Model { decoder: common::decoder_with(&path, |s| s.activation = Activation::Silu), ..load(GEMMA) };
-    let s = hearth::bench::perplexity::perplexity(&silu, text, 512, |_, _| {}).unwrap();
+    let s = hearth::bench::perplexity::perplexity(&silu, text, 512, 512, |_, _| {}).unwrap();
     assert!(s.value > g.value * 1.5, "gelu {} vs silu {}", g.value, s.value);
 }
 

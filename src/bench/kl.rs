@@ -62,9 +62,9 @@ pub fn evaluate(
     let wins = windows(reference.unwrap_or(model), text, ctx, max_windows)?;
     let (mut nll, mut kls, mut same) = (0f64, Vec::new(), 0usize);
     for (w, window) in wins.iter().enumerate() {
-        let rows = scored_logits(model, window)?;
+        let rows = scored_logits(model, window, window.len())?;
         let refs = match reference {
-            Some(r) => Some(scored_logits(r, window)?),
+            Some(r) => Some(scored_logits(r, window, window.len())?),
             None => None,
         };
         for (j, (row, target)) in rows.iter().enumerate() {

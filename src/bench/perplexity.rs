@@ -35,27 +35,34 @@ pub fn windows(model: &Model, text: &str, ctx: usize, max: Option<usize>) -> Res
 }
 
 /// The logits that predict the scored tokens of `window` (its second half), one row per token,
-/// with the token each row should predict.
-pub fn scored_logits(model: &Model, window: &[u32]) -> Result<Vec<(Vec<f32>, u32)>, ModelError> {
+/// with the token each row should predict. The window goes through the model `batch` tokens at a
+/// time (as llama.cpp's `-b`); the figures do not depend on it.
+pub fn scored_logits(model: &Model, window: &[u32], batch: usize) -> Result<Vec<(Vec<f32>, u32)>, ModelError> {
     let ctx = window.len();
     let first = ctx / 2;
     let mut cache = model.decoder.new_cache();
-    let mut chunk = [Chunk { tokens: window, cache: &mut cache, logits: Logits::From(first) }];
-    let logits = model.decoder.forward(&mut chunk)?.remove(0).expect("logits were asked for");
-    let rows = logits
-        .narrow(0, 0, ctx - 1 - first)
-        .and_then(|t| t.to_vec2::<f32>())
-        .map_err(|e| ModelError::candle("reading logits", e))?;
+    let mut rows = Vec::with_capacity(ctx - first);
+    for start in (0..ctx).step_by(batch.max(1)) {
+        let tokens = &window[start..(start + batch.max(1)).min(ctx)];
+        let end = start + tokens.len();
+        let logits = if end > first { Logits::From(first.saturating_sub(start)) } else { Logits::None };
+        let mut chunk = [Chunk { tokens, cache: &mut cache, logits }];
+        if let Some(t) = model.decoder.forward(&mut chunk)?.remove(0) {
+            rows.extend(t.to_vec2::<f32>().map_err(|e| ModelError::candle("reading logits", e))?);
+        }
+    }
+    // The last row predicts past the window.
+    rows.truncate(ctx - 1 - first);
     Ok(rows.into_iter().enumerate().map(|(j, row)| (row, window[first + j + 1])).collect())
 }
 
-/// Perplexity of `text` under `model` with windows of `ctx` tokens; `on_window` sees the running
-/// value after each window.
-pub fn perplexity(model: &Model, text: &str, ctx: usize, mut on_window: impl FnMut(usize, f64)) -> Result<Perplexity, ModelError> {
+/// Perplexity of `text` under `model` with windows of `ctx` tokens, each fed `batch` tokens at a
+/// time; `on_window` sees the running value after each window.
+pub fn perplexity(model: &Model, text: &str, ctx: usize, batch: usize, mut on_window: impl FnMut(usize, f64)) -> Result<Perplexity, ModelError> {
     let windows = windows(model, text, ctx, None)?;
     let (mut nll, mut count) = (0f64, 0usize);
     for (w, window) in windows.iter().enumerate() {
-        for (row, target) in scored_logits(model, window)? {
+        for (row, target) in scored_logits(model, window, batch)? {
             nll -= log_softmax_at(&row, target as usize);
             count += 1;
         }

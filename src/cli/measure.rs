@@ -57,6 +57,9 @@ pub struct PerplexityArgs {
     /// Tokens per window.
     #[arg(long, default_value_t = 512)]
     ctx: usize,
+    /// Tokens per forward pass within a window (llama.cpp's -b); the figure does not depend on it.
+    #[arg(long, default_value_t = 512)]
+    batch: usize,
 }
 
 /// llama-bench's shapes.
@@ -159,7 +162,7 @@ pub fn perplexity(args: &PerplexityArgs) -> Result<()> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let model = args.model.load()?;
     let start = Instant::now();
-    let p = crate::bench::perplexity::perplexity(&model, &text, ctx, |w, v| eprint!("[{w}]{v:.4} "))?;
+    let p = crate::bench::perplexity::perplexity(&model, &text, ctx, args.batch, |w, v| eprint!("[{w}]{v:.4} "))?;
     eprintln!();
     println!(
         "perplexity: {:.4} ({} windows of {ctx} tokens, {} tokens scored, {:.1}s)",
