@@ -72,8 +72,19 @@ pub fn forward(w: &QMatMul, x: &Tensor) -> Result<Tensor> {
         QMatMul::QTensor(t) if many_rows(t, x) => dequant::matmul(t, x),
         QMatMul::QTensor(t) if supports(t, x) => matmul(t, x),
         QMatMul::QTensor(t) if cuda::in_groups(t.dtype(), x) => cuda::by_groups(w, x),
+        QMatMul::QTensor(t) if one_q6k_row(t, x) => {
+            // candle's x86 Q6_K kernel takes a compact path for one row and repacked tiles for
+            // more, which sum differently: one row goes in twice so that a decode step's row
+            // gets what it would get beside others.
+            Ok(w.forward(&Tensor::cat(&[x, x], 0)?)?.narrow(0, 0, 1)?)
+        }
         w => w.forward(x),
     }
+}
+
+/// A single CPU row against Q6_K weights (see `forward`).
+fn one_q6k_row(w: &QTensor, x: &Tensor) -> bool {
+    cfg!(target_arch = "x86_64") && w.dtype() == GgmlDType::Q6K && matches!(x.device(), Device::Cpu) && x.rank() == 2 && x.dim(0).is_ok_and(|m| m == 1)
 }
 
 /// A prompt chunk on the CPU: enough rows for [`dequant::matmul`] to pay, where it was asked
