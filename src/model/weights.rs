@@ -133,29 +133,34 @@ pub struct Weights {
     pub output: Matrix,
 }
 
+/// Every tensor's scales (or float values) checked to be finite, once, before any is loaded: a
+/// few MiB at a time, released after, so a large tensor is not held resident twice (loading
+/// reads it again from the page cache).
+fn check_finite(file: &GgufFile) -> Result<(), ModelError> {
+    for info in &file.tensors {
+        let block = info.ty.info().map_or(1, |t| t.bytes);
+        let step = (8 << 20) / block * block;
+        for (i, chunk) in file.tensor_bytes(info).chunks(step).enumerate() {
+            let bad = super::finite::first_non_finite(info.ty, chunk);
+            file.release(info.offset + i * step, chunk.len());
+            if let Some(at) = bad {
+                let at = (i * step) / block + at;
+                let problem = if info.ty.is_quantized() { format!("block {at} has a NaN or infinite scale") } else { format!("value {at} is NaN or infinite") };
+                return Err(file.error(format!("tensor {}: {problem}", info.name)).into());
+            }
+        }
+    }
+    Ok(())
+}
+
 struct Loader<'a> {
     file: &'a GgufFile,
     device: &'a Device,
 }
 
 impl Loader<'_> {
-    /// A tensor's place in the file, once its scales or values were checked to be finite.
     fn info(&self, name: &str) -> Result<&TensorInfo, ModelError> {
-        let info = self.file.tensor(name).ok_or_else(|| self.file.error(format!("tensor {name} is missing")))?;
-        // A few MiB at a time, released after, so a large tensor is not held resident twice
-        // (the load that follows reads it again from the page cache).
-        let block = info.ty.info().map_or(1, |t| t.bytes);
-        let step = (8 << 20) / block * block;
-        for (i, chunk) in self.file.tensor_bytes(info).chunks(step).enumerate() {
-            let bad = super::finite::first_non_finite(info.ty, chunk);
-            self.file.release(info.offset + i * step, chunk.len());
-            if let Some(at) = bad {
-                let at = (i * step) / block + at;
-                let problem = if info.ty.is_quantized() { format!("block {at} has a NaN or infinite scale") } else { format!("value {at} is NaN or infinite") };
-                return Err(self.file.error(format!("tensor {name}: {problem}")).into());
-            }
-        }
-        Ok(info)
+        self.file.tensor(name).ok_or_else(|| self.file.error(format!("tensor {name} is missing")).into())
     }
 
     fn qtensor(&self, name: &str, dims: &[usize]) -> Result<QTensor, ModelError> {
@@ -305,6 +310,7 @@ fn chunked<T: GgmlType + Send + Sync + 'static>(file: &GgufFile, info: &TensorIn
 
 impl Weights {
     pub fn load(file: &GgufFile, spec: &ModelSpec, device: &Device) -> Result<Self, ModelError> {
+        check_finite(file)?;
         let l = Loader { file, device };
         let (d, hd) = (spec.d_model, spec.head_dim);
         let (q_dim, kv_dim) = (spec.n_head * hd, spec.n_kv_head * hd);
