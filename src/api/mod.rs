@@ -167,12 +167,13 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-/// Checks the Host, the body's type and the API key, and counts every answer by endpoint and
-/// status.
 /// The longest request target answered (browsers and proxies cut near 8 KiB too).
 const MAX_URI_BYTES: usize = 8 * 1024;
 /// The most header bytes answered (names, values and separators).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Checks the target's and headers' sizes, the Host, the body's type and the API key, and counts
+/// every answer by endpoint and status.
 
 async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let endpoint = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
@@ -180,7 +181,8 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
     let shape = shape_of(req.uri().path());
     let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
     let json = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
-    let uri_len = req.uri().to_string().len();
+    let uri = req.uri();
+    let uri_len = uri.authority().map_or(0, |a| a.as_str().len()) + uri.path_and_query().map_or(0, |p| p.as_str().len());
     let header_len: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
     let response = match &config.api_key {
         // hyper itself refuses only past listen::MAX_HEAD_BYTES, with an empty body; these limits
