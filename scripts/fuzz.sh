@@ -2,7 +2,7 @@
 # Fuzzes the GGUF reader and every protocol's request handling for SECONDS each (default 600),
 # from the seeds in tests/fuzz/, and prints how many executions ran. A crash, a panic or a 5xx
 # fails it; the GGUF mutant that crashed is kept as target/tmp/fuzz-crash.gguf.
-# Usage: scripts/fuzz.sh [SECONDS] [gguf|requests]
+# Usage: scripts/fuzz.sh [SECONDS] [gguf|requests|heads]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-600}"

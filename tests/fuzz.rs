@@ -1,7 +1,7 @@
 //! Fuzzing on stable Rust, bounded in time: the GGUF reader and model loader on mutated model files,
 //! and every protocol's request parsing and validation on mutated JSON bodies over real HTTP. Seeds
 //! are the files in `tests/fuzz/gguf/` and `tests/fuzz/requests/` (the latter named after their
-//! route). A panic, an abort or a 5xx fails the run. `HEARTH_FUZZ_SECS` (default 3 per target)
+//! route), and raw request heads on the socket. A panic, an abort or a 5xx fails the run. `HEARTH_FUZZ_SECS` (default 3 per target)
 //! sets how long; `scripts/fuzz.sh` runs it for minutes and prints the executions.
 
 mod common;
@@ -178,4 +178,53 @@ async fn every_protocol_survives_mutated_requests() {
     }
     eprintln!("requests: {runs} executions in {:?}, statuses {statuses:?}", start.elapsed());
     assert!(statuses.contains_key(&200), "some mutants must still be valid requests: {statuses:?}");
+}
+
+/// Request heads as they arrive on the socket, before any parser: mutated bytes get either an
+/// answer (every refusal in JSON, never a 5xx) or, for a head left unfinished, silence until the
+/// client gives up; the server keeps answering throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_heads_get_json_refusals() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = r#"{"prompt":"x","max_tokens":1}"#;
+    let seeds = [
+        "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".to_string(),
+        format!("POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()),
+        format!("POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n", body.len()),
+        "GET /v1/models?x=1 HTTP/1.0\r\nHost: 127.0.0.1:8080\r\nAccept: */*\r\n\r\n".to_string(),
+    ];
+    let s = Server::synth().await;
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let (start, mut runs) = (Instant::now(), 0u64);
+    let mut statuses = std::collections::BTreeMap::new();
+    while start.elapsed() < seconds() {
+        let seed = seeds[rng.below(seeds.len())].as_bytes();
+        let raw = mutate_bytes(&mut rng, seed);
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let _ = c.write_all(&raw).await;
+        let _ = c.shutdown().await;
+        let mut answer = Vec::new();
+        // An unfinished head gets no answer: the client's own deadline ends it.
+        let _ = tokio::time::timeout(Duration::from_millis(500), c.read_to_end(&mut answer)).await;
+        let text = String::from_utf8_lossy(&answer);
+        if let Some(head) = text.split("\r\n\r\n").next().filter(|h| h.starts_with("HTTP/1.1 ") || h.starts_with("HTTP/1.0 ")) {
+            let status: u16 = head[9..12].parse().unwrap();
+            let shown = String::from_utf8_lossy(&raw);
+            // 505 is the refusal of a version the server does not speak, not a failure.
+            assert!(status < 500 || status == 505, "{shown:?} got {text}");
+            if status >= 400 {
+                assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{shown:?} got {text}");
+            }
+            *statuses.entry(status).or_insert(0u64) += 1;
+        } else {
+            assert!(answer.is_empty(), "not HTTP: {text:?}");
+            *statuses.entry(0).or_insert(0u64) += 1;
+        }
+        runs += 1;
+    }
+    let (st, _, _) = s.post("/v1/completions", &json!({ "prompt": "x", "max_tokens": 1 })).await;
+    assert_eq!(st, 200);
+    eprintln!("heads: {runs} executions in {:?}, statuses {statuses:?} (0: no answer)", start.elapsed());
+    assert!(statuses.contains_key(&200) && statuses.keys().any(|s| (400..500).contains(s)), "{statuses:?}");
 }

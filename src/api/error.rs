@@ -86,13 +86,16 @@ impl ApiError {
         Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request_error", message).with(None, Some("unsupported_media_type"))
     }
 
-    pub fn uri_too_long(len: usize, max: usize) -> Self {
-        Self::new(StatusCode::URI_TOO_LONG, "invalid_request_error", format!("the request target is {len} bytes, over the limit of {max}")).with(None, Some("uri_too_long"))
-    }
-
-    pub fn headers_too_large(len: usize, max: usize) -> Self {
-        let message = format!("the request headers are {len} bytes, over the limit of {max}");
-        Self::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "invalid_request_error", message).with(None, Some("headers_too_large"))
+    /// A request head refused before routing (api::heads): malformed, too long, or a version or
+    /// body framing not served. `code` is one of the codes heads.rs gives.
+    pub fn rejected_head(status: u16, code: &str, message: impl Into<String>) -> Self {
+        const CODES: [&str; 6] = ["malformed_request", "uri_too_long", "headers_too_large", "http_version_not_supported", "invalid_content_length", "invalid_transfer_encoding"];
+        let code = CODES.into_iter().find(|c| *c == code).unwrap_or(CODES[0]);
+        let status = match status {
+            414 | 431 | 505 => StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, "invalid_request_error", message).with(None, Some(code))
     }
 
     pub fn method(method: &str, path: &str) -> Self {

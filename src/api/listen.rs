@@ -16,9 +16,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-/// The read buffer hyper parses a request head in. Past it hyper answers 431 with an empty body;
-/// below it the router's guard answers oversized targets and headers (414, 431) in JSON.
-pub const MAX_HEAD_BYTES: usize = 1024 * 1024;
+/// hyper's read buffer: room for a head api::heads lets through (64 KiB at most) and what follows.
+const READ_BUFFER_BYTES: usize = 1024 * 1024;
 
 /// Connection limits.
 #[derive(Debug, Clone, Copy)]
@@ -95,8 +94,8 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
                 .keep_alive(true)
-                .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(TokioIo::new(stream), service)
+                .max_buf_size(READ_BUFFER_BYTES)
+                .serve_connection(TokioIo::new(super::heads::Checked::new(stream)), service)
                 .with_upgrades();
             tokio::pin!(conn);
             let stopping = async move {

@@ -6,6 +6,7 @@ mod anthropic;
 mod dashboard;
 mod error;
 mod handlers;
+mod heads;
 mod listen;
 mod metrics;
 mod names;
@@ -167,28 +168,20 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-/// The longest request target answered (browsers and proxies cut near 8 KiB too).
-const MAX_URI_BYTES: usize = 8 * 1024;
-/// The most header bytes answered (names, values and separators).
-const MAX_HEADER_BYTES: usize = 64 * 1024;
-
-/// Checks the target's and headers' sizes, the Host, the body's type and the API key, and counts
-/// every answer by endpoint and status.
-
+/// Checks the Host, the body's type and the API key, answers heads that api::heads refused, and
+/// counts every answer by endpoint and status.
 async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if req.uri().path() == heads::REJECTED_PATH {
+        let response = rejected(req.uri()).into_response();
+        st.inner.metrics.request("rejected", response.status().as_u16());
+        return response;
+    }
     let endpoint = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let config = &st.inner.config;
     let shape = shape_of(req.uri().path());
     let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
     let json = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
-    let uri = req.uri();
-    let uri_len = uri.authority().map_or(0, |a| a.as_str().len()) + uri.path_and_query().map_or(0, |p| p.as_str().len());
-    let header_len: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
     let response = match &config.api_key {
-        // hyper itself refuses only past listen::MAX_HEAD_BYTES, with an empty body; these limits
-        // answer in the protocol's JSON shape first.
-        _ if uri_len > MAX_URI_BYTES => ApiError::uri_too_long(uri_len, MAX_URI_BYTES).shaped(shape).into_response(),
-        _ if header_len > MAX_HEADER_BYTES => ApiError::headers_too_large(header_len, MAX_HEADER_BYTES).shaped(shape).into_response(),
         _ if config.allowed_hosts.as_ref().is_some_and(|extra| !host_allowed(host, extra)) => ApiError::forbidden_host(host).shaped(shape).into_response(),
         // A browser's cross-origin "simple request" (text/plain, forms) needs no preflight; JSON does.
         _ if req.method() == Method::POST && json.as_deref().is_none_or(|t| t != "application/json" && !t.ends_with("+json")) => {
@@ -199,6 +192,22 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
     };
     st.inner.metrics.request(&endpoint, response.status().as_u16());
     response
+}
+
+/// The JSON error for a head api::heads refused, from the query it put on [`heads::REJECTED_PATH`].
+fn rejected(uri: &axum::http::Uri) -> ApiError {
+    #[derive(serde::Deserialize)]
+    struct Q {
+        status: u16,
+        code: String,
+        message: String,
+        #[serde(default)]
+        path: String,
+    }
+    match axum::extract::Query::<Q>::try_from_uri(uri) {
+        Ok(axum::extract::Query(q)) => ApiError::rejected_head(q.status, &q.code, q.message).shaped(shape_of(&q.path)),
+        Err(_) => ApiError::rejected_head(400, "malformed_request", "the request head is malformed"),
+    }
 }
 
 /// Whether a `Host` header names this loopback server: `localhost`, a `127.x.x.x` or `[::1]`
