@@ -51,7 +51,7 @@ async fn the_dashboard_renders_its_charts_with_data_in_chromium() {
         ids.push(a["id"].as_str().unwrap().to_owned());
     }
     // Spread the real rows over three days, so the charts have a history to draw.
-    let db = rusqlite::Connection::open(s.ledger.path()).unwrap();
+    let db = rusqlite::Connection::open(s.ledger.describe()).unwrap();
     for (i, id) in ids.iter().enumerate() {
         let days_back = [2, 2, 1, 0, 0, 0][i];
         db.execute("UPDATE requests SET ts_ms = ts_ms - ?1 WHERE id = ?2", rusqlite::params![days_back * 86_400_000i64, id]).unwrap();

@@ -1,9 +1,15 @@
 //! The ledger without a model: price arithmetic against hand-computed examples, price files,
-//! the SQLite store (migrations, rows, summaries) and startup errors that name the file.
+//! both stores (a SQLite file and a real PostgreSQL server: migrations, rows, summaries, the same
+//! answers from each), a database outage that loses and doubles no row, instances of a fleet, and
+//! startup errors that name the file.
+
+mod common;
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use hearth::ledger::{Billed, Filter, GroupBy, Ledger, LedgerError, Outcome, PriceTable, PromptText, Record};
+use common::pg::Pg;
+use hearth::ledger::{Billed, Filter, GroupBy, Ledger, LedgerError, Outcome, PriceTable, PromptText, Record, Target};
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-12 + 1e-9 * b.abs()
@@ -178,21 +184,20 @@ fn bad_price_files_are_refused_naming_the_file_and_the_fault() {
     assert!(missing.contains("/nonexistent/prices.toml"), "{missing}");
 }
 
-#[test]
-fn rows_filters_and_summaries_read_back_what_was_written() {
-    let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("deep/dir/ledger.sqlite");
-    let ledger = Ledger::open(&path, PriceTable::built_in()).unwrap();
+/// Writes three rows, checks what reads back, and returns the ledger reopened.
+fn rows_filters_and_summaries(open: &dyn Fn() -> Ledger) -> Ledger {
+    let ledger = open();
     ledger.record(entry("1", "a", 100, 0, 10), None, "").unwrap();
     ledger.record(entry("2", "b", 200, 50, 20), None, "").unwrap();
     let mut cancelled = entry("3", "a", 300, 0, 0);
     cancelled.outcome = Outcome::Cancelled;
     cancelled.finish_reason = None;
     ledger.record(cancelled, None, "").unwrap();
-    assert!(ledger.record(entry("1", "a", 1, 1, 1), None, "").is_err(), "ids are unique");
+    let e = ledger.record(entry("1", "a", 1, 1, 1), None, "").unwrap_err();
+    assert!(matches!(e, LedgerError::Duplicate { .. }), "ids are unique: {e}");
     drop(ledger);
     // Reopening runs no migration twice and keeps the rows.
-    let ledger = Ledger::open(&path, PriceTable::built_in()).unwrap();
+    let ledger = open();
     let (rows, total) = ledger.rows(&Filter::default(), 2, 0).unwrap();
     assert_eq!(total, 3);
     assert_eq!(rows.len(), 2);
@@ -216,6 +221,125 @@ fn rows_filters_and_summaries_read_back_what_was_written() {
     let table = by_model.to_table();
     assert!(table.contains("total") && table.contains("amounts in USD") && table.contains("1 CNY = 0.14 USD"), "{table}");
     assert_eq!(by_model.to_csv().lines().count(), 4);
+    ledger
+}
+
+#[test]
+fn rows_filters_and_summaries_read_back_what_was_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("deep/dir/ledger.sqlite");
+    rows_filters_and_summaries(&|| Ledger::open(&path, PriceTable::built_in()).unwrap());
+}
+
+/// Equal JSON, numbers equal up to the order of summation (each database adds in its own order).
+fn same_json(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value::*;
+    match (a, b) {
+        (Number(x), Number(y)) => close(x.as_f64().unwrap(), y.as_f64().unwrap()),
+        (Array(x), Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y)),
+        (Object(x), Object(y)) => x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w))),
+        _ => a == b,
+    }
+}
+
+/// A PostgreSQL ledger at `url` with its spool in `dir`, rows named after `instance`.
+fn pg_ledger(url: &str, dir: &Path, instance: &str) -> Ledger {
+    Ledger::open_target(&Target::Postgres(url.into()), Some(&dir.join("spool.sqlite")), PriceTable::built_in()).unwrap().with_instance(instance)
+}
+
+#[test]
+fn postgres_reads_back_what_sqlite_does() {
+    let pg = Pg::start();
+    let url = pg.database("same");
+    let tmp = tempfile::tempdir().unwrap();
+    let on_pg = rows_filters_and_summaries(&|| pg_ledger(&url, tmp.path(), "i"));
+    let on_file = rows_filters_and_summaries(&|| Ledger::open(&tmp.path().join("l.sqlite"), PriceTable::built_in()).unwrap().with_instance("i"));
+    // The same rows, field for field (time stamps aside), and the same sums.
+    let (mut a, mut b) = (on_pg.rows(&Filter::default(), 10, 0).unwrap().0, on_file.rows(&Filter::default(), 10, 0).unwrap().0);
+    for r in a.iter_mut().chain(b.iter_mut()) {
+        r.priced.ts_ms = 0;
+    }
+    a.sort_by(|x, y| x.record.id.cmp(&y.record.id));
+    b.sort_by(|x, y| x.record.id.cmp(&y.record.id));
+    assert_eq!(a, b);
+    assert_eq!(a[0].priced.instance_id.as_deref(), Some("i"));
+    for by in [GroupBy::Day, GroupBy::Model, GroupBy::Instance] {
+        let (x, y) = (on_pg.summary(&Filter::default(), by).unwrap(), on_file.summary(&Filter::default(), by).unwrap());
+        let (x, y) = (serde_json::to_value(&x).unwrap(), serde_json::to_value(&y).unwrap());
+        assert!(same_json(&x, &y), "{by:?}: {x} against {y}");
+    }
+    assert_eq!(on_pg.row("2").unwrap().unwrap().record.model, "b");
+    assert!(on_pg.row("none").unwrap().is_none());
+    assert!(!on_pg.describe().contains("password"));
+}
+
+#[test]
+fn replicas_share_one_postgres_ledger_and_migrate_once() {
+    let pg = Pg::start();
+    let url = pg.database("fleet");
+    let tmp = tempfile::tempdir().unwrap();
+    // Four replicas start at once on an empty database.
+    let ledgers: Vec<Ledger> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4).map(|i| s.spawn({ let (url, dir) = (url.clone(), tmp.path().to_owned()); move || pg_ledger(&url, &dir, &format!("replica-{i}")) })).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, l) in ledgers.iter().enumerate() {
+        for j in 0..=i {
+            l.record(entry(&format!("r{i}-{j}"), "m", 10, 0, 5), None, "").unwrap();
+        }
+    }
+    let by = ledgers[0].summary(&Filter::default(), GroupBy::Instance).unwrap();
+    let counts: Vec<(String, u64)> = by.groups.iter().map(|g| (g.key.clone(), g.totals.requests)).collect();
+    assert_eq!(counts, (0..4).map(|i| (format!("replica-{i}"), i as u64 + 1)).collect::<Vec<_>>());
+    assert_eq!(ledgers[3].rows(&Filter { instance: Some("replica-2".into()), ..Filter::default() }, 100, 0).unwrap().1, 3);
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    assert_eq!(c.query_one("SELECT version FROM hearth_schema", &[]).unwrap().get::<_, i32>(0), 4);
+    assert_eq!(c.query_one("SELECT count(*) FROM hearth_schema", &[]).unwrap().get::<_, i64>(0), 1);
+}
+
+#[test]
+fn a_postgres_outage_loses_and_doubles_no_row() {
+    let pg = Pg::start();
+    let url = pg.database("outage");
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = pg_ledger(&url, tmp.path(), "a");
+    for i in 0..5 {
+        ledger.record(entry(&format!("before-{i}"), "m", 10, 0, 5), None, "").unwrap();
+    }
+    pg.pause();
+    // Answered while the database is down: each row is spooled at once, none waits long.
+    let t = Instant::now();
+    for i in 0..20 {
+        ledger.record(entry(&format!("during-{i}"), "m", 10, 0, 5), None, "").unwrap();
+    }
+    assert!(t.elapsed() < Duration::from_secs(10), "20 spooled rows took {:?}", t.elapsed());
+    assert_eq!(ledger.spooled(), 20);
+    pg.resume();
+    // The spool drains by itself once the database answers, each row once.
+    let t = Instant::now();
+    while ledger.spooled() > 0 && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(ledger.spooled(), 0);
+    ledger.record(entry("after", "m", 10, 0, 5), None, "").unwrap();
+    let (rows, total) = ledger.rows(&Filter::default(), 100, 0).unwrap();
+    assert_eq!(total, 26);
+    let mut ids: Vec<String> = rows.into_iter().map(|r| r.record.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 26);
+    // A spooled row replayed again (a crash between insert and removal) is not stored twice.
+    let again = ledger.row("during-3").unwrap().unwrap();
+    let other = pg_ledger(&url, tmp.path(), "a");
+    assert!(matches!(other.record(again.record, None, ""), Err(LedgerError::Duplicate { .. })));
+    assert_eq!(other.rows(&Filter::default(), 1, 0).unwrap().1, 26);
+}
+
+#[test]
+fn a_bad_postgres_url_is_refused_naming_it_without_the_password() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = Ledger::open_target(&Target::Postgres("postgres://u:hunter2@host:notaport/db".into()), Some(&tmp.path().join("s")), PriceTable::built_in()).err().unwrap().to_string();
+    assert!(e.contains("postgres://u@host:notaport/db") && !e.contains("hunter2"), "{e}");
 }
 
 #[test]

@@ -26,7 +26,7 @@ struct DbRow {
 }
 
 fn db(s: &Server) -> Connection {
-    Connection::open(s.ledger.path()).unwrap()
+    Connection::open(s.ledger.describe()).unwrap()
 }
 
 fn row(s: &Server, id: &str) -> Option<DbRow> {

@@ -121,7 +121,7 @@ fn labels<'a>(out: &mut String, keys: impl ExactSizeIterator<Item = &'a str>, x:
 }
 
 /// The whole page.
-pub fn page(days: &Summary, models: &Summary) -> String {
+pub fn page(days: &Summary, models: &Summary, instances: &Summary) -> String {
     let cur = &days.currency;
     let vs = days.vs.as_deref().unwrap_or("the cloud");
     let mut running = 0.0;
@@ -168,6 +168,19 @@ Amounts in {cur}{rates}.</p>"##,
         esc(vs),
         bars("local and cloud cost per model", &model_keys, &[(LOCAL, local), (CLOUD, cloud)])
     );
+    // A fleet sharing one ledger: each server's share.
+    if instances.groups.len() > 1 {
+        let keys: Vec<String> = instances.groups.iter().map(|g| if g.key.is_empty() { "(unnamed)".into() } else { g.key.clone() }).collect();
+        let local: Vec<f64> = instances.groups.iter().map(|g| g.local).collect();
+        let cloud: Vec<f64> = instances.groups.iter().map(|g| g.cloud.first().map_or(0.0, |c| c.amount)).collect();
+        let _ = write!(
+            out,
+            r##"<section id="per-instance"><h2>Local against {} cost per server ({cur})</h2><div class="legend"><span style="background:{LOCAL}"></span>local<span style="background:{CLOUD}"></span>{}</div>{}</section>"##,
+            esc(vs),
+            esc(vs),
+            bars("local and cloud cost per server", &keys, &[(LOCAL, local), (CLOUD, cloud)])
+        );
+    }
     out.push_str("</body></html>\n");
     out
 }

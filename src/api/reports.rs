@@ -35,7 +35,7 @@ fn filter<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Filter, ApiError
     let time = |name: &str| -> Result<Option<i64>, ApiError> {
         get(name).map(|v| report::parse_since(v, now).map_err(|e| ApiError::invalid(name, e.to_string()))).transpose()
     };
-    Ok(Filter { since_ms: time("since")?, until_ms: time("until")?, model: get("model").map(str::to_owned) })
+    Ok(Filter { since_ms: time("since")?, until_ms: time("until")?, model: get("model").map(str::to_owned), instance: get("instance").map(str::to_owned) })
 }
 
 fn number(v: Option<&str>, name: &str, max: usize, default: usize) -> Result<usize, ApiError> {
@@ -52,7 +52,8 @@ fn group_by(v: Option<&str>) -> Result<GroupBy, ApiError> {
     match v.unwrap_or("day") {
         "day" => Ok(GroupBy::Day),
         "model" => Ok(GroupBy::Model),
-        other => Err(ApiError::invalid("group_by", format!("`group_by` must be `day` or `model`, got `{other}`"))),
+        "instance" => Ok(GroupBy::Instance),
+        other => Err(ApiError::invalid("group_by", format!("`group_by` must be `day`, `model` or `instance`, got `{other}`"))),
     }
 }
 
@@ -63,7 +64,7 @@ async fn read<T: Send + 'static>(l: std::sync::Arc<Ledger>, f: impl FnOnce(&Ledg
 
 pub async fn rows(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
     let l = ledger(&st)?;
-    let get = params(&q, &["since", "until", "model", "limit", "offset"])?;
+    let get = params(&q, &["since", "until", "model", "instance", "limit", "offset"])?;
     let f = filter(&get)?;
     let limit = number(get("limit"), "limit", MAX_LIMIT, 100)?;
     let offset = number(get("offset"), "offset", usize::MAX >> 1, 0)?;
@@ -74,7 +75,7 @@ pub async fn rows(State(st): State<AppState>, Query(q): Query<HashMap<String, St
 
 pub async fn summary(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
     let l = ledger(&st)?;
-    let get = params(&q, &["since", "until", "model", "group_by"])?;
+    let get = params(&q, &["since", "until", "model", "instance", "group_by"])?;
     let f = filter(&get)?;
     let by = group_by(get("group_by"))?;
     let s = read(l, move |l| l.summary(&f, by)).await?;
@@ -85,6 +86,6 @@ pub async fn dashboard(State(st): State<AppState>, Query(q): Query<HashMap<Strin
     let l = ledger(&st)?;
     let get = params(&q, &["since"])?;
     let f = filter(&get)?;
-    let (days, models) = read(l, move |l| Ok((l.summary(&f, GroupBy::Day)?, l.summary(&f, GroupBy::Model)?))).await?;
-    Ok(Html(dashboard::page(&days, &models)).into_response())
+    let (days, models, instances) = read(l, move |l| Ok((l.summary(&f, GroupBy::Day)?, l.summary(&f, GroupBy::Model)?, l.summary(&f, GroupBy::Instance)?))).await?;
+    Ok(Html(dashboard::page(&days, &models, &instances)).into_response())
 }

@@ -24,6 +24,8 @@ pub struct CostsArgs {
 enum By {
     Day,
     Model,
+    /// The server that answered (`--instance-id`), for a fleet sharing one ledger.
+    Instance,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -34,9 +36,10 @@ enum Format {
 }
 
 pub fn costs(args: &CostsArgs) -> Result<()> {
-    let path = args.ledger.path();
-    if !path.exists() {
-        bail!("no ledger at {} yet: `hearth serve` writes one as it answers requests", path.display());
+    if let crate::ledger::Target::File(path) = args.ledger.target() {
+        if !path.exists() {
+            bail!("no ledger at {} yet: `hearth serve` writes one as it answers requests", path.display());
+        }
     }
     let ledger = args.ledger.open()?;
     let now = chrono::Utc::now().timestamp_millis();
@@ -44,6 +47,7 @@ pub fn costs(args: &CostsArgs) -> Result<()> {
     let by = match args.by {
         By::Day => GroupBy::Day,
         By::Model => GroupBy::Model,
+        By::Instance => GroupBy::Instance,
     };
     let summary = ledger.summary(&Filter { since_ms, ..Filter::default() }, by)?;
     let out = match args.format {

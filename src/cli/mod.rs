@@ -110,20 +110,34 @@ impl ModelArgs {
 
 #[derive(Args)]
 struct LedgerArgs {
-    /// The SQLite cost ledger; default $HEARTH_HOME/ledger.sqlite.
-    #[arg(long, env = "HEARTH_LEDGER")]
-    ledger: Option<PathBuf>,
+    /// The cost ledger: a SQLite file (default $HEARTH_HOME/ledger.sqlite) or a PostgreSQL URL
+    /// (`postgres://user:password@host:5432/db`) that a fleet of servers shares.
+    #[arg(long, env = "HEARTH_LEDGER", value_name = "PATH|URL")]
+    ledger: Option<String>,
+    /// Where rows wait while the database cannot take them; default beside a SQLite ledger, or
+    /// $HEARTH_HOME/ledger-spool.sqlite for PostgreSQL.
+    #[arg(long, env = "HEARTH_LEDGER_SPOOL", value_name = "PATH")]
+    ledger_spool: Option<PathBuf>,
     #[command(flatten)]
     price: PriceArgs,
 }
 
 impl LedgerArgs {
-    fn path(&self) -> PathBuf {
-        self.ledger.clone().unwrap_or_else(|| Ledger::default_path(&crate::catalog::home()))
+    fn target(&self) -> crate::ledger::Target {
+        match &self.ledger {
+            Some(s) => crate::ledger::Target::parse(s),
+            None => crate::ledger::Target::File(Ledger::default_path(&crate::catalog::home())),
+        }
     }
 
     fn open(&self) -> Result<Ledger> {
-        Ok(Ledger::open(&self.path(), self.price.table()?)?)
+        let target = self.target();
+        let spool = match (&self.ledger_spool, &target) {
+            (Some(p), _) => Some(p.clone()),
+            (None, crate::ledger::Target::Postgres(_)) => Some(crate::catalog::home().join("ledger-spool.sqlite")),
+            (None, crate::ledger::Target::File(_)) => None,
+        };
+        Ok(Ledger::open_target(&target, spool.as_deref(), self.price.table()?)?)
     }
 }
 

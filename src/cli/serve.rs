@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// Finished sequences whose KV caches are kept for prefix reuse (0 turns reuse off).
     #[arg(long, default_value_t = 8)]
     prefix_cache: usize,
+    /// The name this server's ledger rows carry, to tell replicas apart in a shared ledger;
+    /// default the host name and port (`host:8080`).
+    #[arg(long, env = "HEARTH_INSTANCE_ID")]
+    instance_id: Option<String>,
     #[command(flatten)]
     ledger: LedgerArgs,
 }
@@ -68,9 +72,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let allowed_hosts = loopback.then(|| args.allowed_host.clone());
     let config = ServeConfig { api_key: args.api_key.clone(), cors_origins: args.cors_origin.clone(), names, allowed_hosts };
     let state = AppState::new(config);
-    let ledger = args.ledger.open()?;
+    let instance = args.instance_id.clone().unwrap_or_else(|| format!("{}:{}", host_name(), args.port));
+    let ledger = args.ledger.open()?.with_instance(instance.clone());
     let watts_per_core = ledger.prices().local.watts_per_core();
-    let ledger_path = ledger.path().display().to_string();
+    let ledger_path = format!("{} (instance {instance})", ledger.describe());
     state.set_ledger(Arc::new(ledger));
     // The providers' tokenizers take a moment to build; do it before the first request needs them.
     std::thread::spawn(crate::ledger::warm_up);
@@ -106,6 +111,16 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     }
     runtime.block_on(crate::api::serve(listener, router(state), limits, shutdown_signal()))?;
     Ok(())
+}
+
+/// This machine's name (`gethostname`), or `localhost` when it has none.
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that many bytes.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).into_owned();
+    if ok && !name.is_empty() { name } else { "localhost".into() }
 }
 
 /// Ctrl-C, or SIGTERM (what service managers and `docker stop` send).

@@ -1,25 +1,32 @@
 //! The cost ledger: what each request cost to run here (energy, hardware time) against what the
-//! same tokens would have cost on paid cloud APIs, written to SQLite. Depends on nothing of ours.
+//! same tokens would have cost on paid cloud APIs, written to a SQLite file or, for a fleet, to
+//! PostgreSQL. Depends on nothing of ours.
 //!
 //! [`Ledger::record`] prices one finished request and stores it before returning, so a response
-//! that reports a cost is already durable. Listings and summaries read the same file.
+//! that reports a cost is already durable (in the database, or in the local spool while the
+//! database cannot take it). Listings and summaries read the same database.
 
+mod postgres;
 pub mod prices;
 mod recount;
 mod record;
 pub mod report;
 mod spool;
+mod sqlite;
 mod store;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 pub use prices::{Billed, CloudPrice, PriceTable};
 pub use recount::PromptText;
 pub use record::{CloudRow, Outcome, Priced, Record, Row, Totals};
-pub use store::{Filter, GroupBy};
+pub use store::{Filter, GroupBy, StoreError};
 
 /// Builds the providers' tokenizers ahead of the first request that needs them.
 pub fn warm_up() {
@@ -32,8 +39,12 @@ pub fn warm_up() {
 pub enum LedgerError {
     #[error("price file {path}: {message}")]
     Prices { path: PathBuf, message: String },
-    #[error("ledger {path}: {source}")]
-    Db { path: PathBuf, source: rusqlite::Error },
+    #[error("ledger {at}: {source}")]
+    Db { at: String, source: StoreError },
+    #[error("ledger spool {path}: {source}")]
+    Spool { path: PathBuf, source: rusqlite::Error },
+    #[error("ledger {at}: request id `{id}` is already recorded")]
+    Duplicate { at: String, id: String },
     #[error("ledger directory {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("ledger {path} has schema version {found}, newer than this hearth knows ({known}); upgrade hearth")]
@@ -94,33 +105,112 @@ pub struct Cost {
     pub price_version: String,
 }
 
-pub struct Ledger {
-    store: store::Store,
-    spool: spool::Spool,
-    /// When the database last refused a row: for a moment after, rows go straight to the spool
-    /// instead of each waiting out the busy timeout.
-    refused_at: std::sync::Mutex<Option<std::time::Instant>>,
-    prices: PriceTable,
-    path: PathBuf,
+/// Where the ledger lives: a SQLite file, or a PostgreSQL database shared by a fleet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    File(PathBuf),
+    Postgres(String),
 }
 
-/// Whether a failed write may succeed later: the database busy or locked, the disk full or failing.
-pub(crate) fn transient(e: &rusqlite::Error) -> bool {
-    use rusqlite::ErrorCode::*;
-    matches!(e, rusqlite::Error::SqliteFailure(f, _) if matches!(f.code, DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | CannotOpen | ReadOnly))
+impl Target {
+    /// `postgres://…` or `postgresql://…` is a database; anything else a file path.
+    pub fn parse(s: &str) -> Target {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Target::Postgres(s.to_owned())
+        } else {
+            Target::File(PathBuf::from(s))
+        }
+    }
+
+    /// For messages: the path, or the URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::File(p) => p.display().to_string(),
+            Target::Postgres(url) => postgres::redact(url),
+        }
+    }
+}
+
+pub struct Ledger {
+    store: Arc<dyn store::Store>,
+    spool: Arc<spool::Spool>,
+    /// When the database last refused a row: for a moment after, rows go straight to the spool
+    /// instead of each waiting out the busy timeout.
+    refused_at: Arc<Mutex<Option<Instant>>>,
+    prices: PriceTable,
+    instance: Option<String>,
+    /// Tells the thread that drains the spool in the background to stop.
+    stop: Arc<AtomicBool>,
 }
 
 /// How long after a refused write rows go straight to the spool.
-const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
 
 impl Ledger {
+    /// The SQLite ledger at `path`; its spool is `path` + `.spool.sqlite`.
     pub fn open(path: &Path, prices: PriceTable) -> Result<Ledger, LedgerError> {
-        let ledger = Ledger { store: store::Store::open(path)?, spool: spool::Spool::beside(path), refused_at: Default::default(), prices, path: path.to_owned() };
-        let replayed = ledger.spool.drain(&ledger.store);
-        if replayed > 0 {
-            tracing::info!("wrote {replayed} spooled rows to the ledger {}", path.display());
+        Ledger::open_target(&Target::File(path.to_owned()), None, prices)
+    }
+
+    /// The ledger at `target`. Rows the database cannot take wait in `spool` (default: beside a
+    /// SQLite ledger; required for PostgreSQL) and are written when it can.
+    pub fn open_target(target: &Target, spool: Option<&Path>, prices: PriceTable) -> Result<Ledger, LedgerError> {
+        let (store, spool): (Arc<dyn store::Store>, PathBuf) = match target {
+            Target::File(path) => {
+                let mut beside = path.as_os_str().to_owned();
+                beside.push(".spool.sqlite");
+                (Arc::new(sqlite::Sqlite::open(path)?), spool.map_or_else(|| PathBuf::from(beside), Path::to_owned))
+            }
+            Target::Postgres(url) => {
+                let spool = spool.ok_or_else(|| LedgerError::Query("a PostgreSQL ledger needs a local spool file".into()))?;
+                (Arc::new(postgres::Postgres::open(url)?), spool.to_owned())
+            }
+        };
+        let spool = Arc::new(spool::Spool::new(spool));
+        if let Target::File(path) = target {
+            import_line_spool(path, &spool)?;
         }
+        let ledger = Ledger { store, spool, refused_at: Default::default(), prices, instance: None, stop: Default::default() };
+        let replayed = ledger.spool.drain(&*ledger.store);
+        if replayed > 0 {
+            tracing::info!("wrote {replayed} spooled rows to the ledger {}", ledger.describe());
+        }
+        ledger.drain_in_background();
         Ok(ledger)
+    }
+
+    /// Rows written from now on name `id` as the server that answered.
+    pub fn with_instance(mut self, id: impl Into<String>) -> Self {
+        self.instance = Some(id.into());
+        self
+    }
+
+    /// Every few seconds, writes spooled rows to a database that takes them again, so they
+    /// arrive without waiting for the next request.
+    fn drain_in_background(&self) {
+        let (store, spool, refused_at, stop) = (self.store.clone(), self.spool.clone(), self.refused_at.clone(), self.stop.clone());
+        let _ = std::thread::Builder::new().name("ledger-spool".into()).spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(500));
+                let recently = refused_at.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|t| t.elapsed() < RETRY_AFTER);
+                if recently || spool.is_empty() {
+                    continue;
+                }
+                let n = spool.drain(&*store);
+                if spool.is_empty() {
+                    *refused_at.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    tracing::info!("wrote {n} spooled rows to the ledger {}", store.describe());
+                } else {
+                    *refused_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                }
+            }
+        });
     }
 
     /// `ledger.sqlite` under hearth's home directory.
@@ -128,35 +218,38 @@ impl Ledger {
         home.join("ledger.sqlite")
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The database, for messages (a path, or a URL without its password).
+    pub fn describe(&self) -> String {
+        self.store.describe()
     }
 
     pub fn prices(&self) -> &PriceTable {
         &self.prices
     }
 
-    /// Prices `r` and stores it; returns once the row is committed. `prompt` and `completion`
-    /// are the request's texts, re-counted with the cloud providers' tokenizers (not stored).
+    /// Prices `r` and stores it; returns once the row is committed (to the database, or to the
+    /// spool while the database cannot take it). `prompt` and `completion` are the request's
+    /// texts, re-counted with the cloud providers' tokenizers (not stored).
     pub fn record(&self, r: Record, prompt: Option<&PromptText>, completion: &str) -> Result<Cost, LedgerError> {
         let (row, cost) = self.price(r, prompt, completion);
         let recently_refused = self.refused_at.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|t| t.elapsed() < RETRY_AFTER);
         let waiting = !self.spool.is_empty();
         let written = match (recently_refused, waiting) {
             (true, _) => Err("the database refused a row a moment ago".to_owned()),
-            (false, true) if self.spool.drain(&self.store) == 0 && !self.spool.is_empty() => Err("spooled rows still wait".to_owned()),
+            (false, true) if self.spool.drain(&*self.store) == 0 && !self.spool.is_empty() => Err("spooled rows still wait".to_owned()),
             _ => match self.store.insert(&row) {
-                Ok(()) => Ok(()),
-                // A row the database rejects (a duplicate id) is an error, not something to retry.
-                Err(e) if !transient(&e) => return Err(LedgerError::Db { path: self.path.clone(), source: e }),
+                Ok(true) => Ok(()),
+                Ok(false) => return Err(LedgerError::Duplicate { at: self.describe(), id: row.record.id }),
+                // A row the database rejects for good is an error, not something to retry.
+                Err(e) if !e.transient() => return Err(LedgerError::Db { at: self.describe(), source: e }),
                 Err(e) => Err(e.to_string()),
             },
         };
         if let Err(e) = written {
-            // Busy past the timeout, or failing: the row waits in the spool, durably, in order.
-            *self.refused_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
-            tracing::warn!("the ledger {} did not take request {} ({e}); spooled to {}", self.path.display(), row.record.id, self.spool.path().display());
-            self.spool.push(&row).map_err(|io| LedgerError::Io { path: self.spool.path().to_owned(), source: io })?;
+            // Busy past the timeout, down or failing: the row waits in the spool, durably, in order.
+            *self.refused_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            tracing::warn!("the ledger {} did not take request {} ({e}); spooled to {}", self.describe(), row.record.id, self.spool.path().display());
+            self.spool.push(&row).map_err(|source| LedgerError::Spool { path: self.spool.path().to_owned(), source })?;
         } else if waiting {
             *self.refused_at.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
@@ -245,13 +338,14 @@ impl Ledger {
             local_cost: local_amount,
             local_currency: p.local.currency.clone(),
             price_version: p.version.clone(),
+            instance_id: self.instance.clone(),
         };
         let row = Row { record: e, priced, cloud: cloud_rows };
         (row, cost)
     }
 
-    fn db(&self) -> impl Fn(rusqlite::Error) -> LedgerError + '_ {
-        |s| LedgerError::Db { path: self.path.clone(), source: s }
+    fn db(&self) -> impl Fn(StoreError) -> LedgerError + '_ {
+        |source| LedgerError::Db { at: self.describe(), source }
     }
 
     /// Rows matching `f`, newest first, and how many match in all.
@@ -270,4 +364,20 @@ impl Ledger {
         let total = self.store.groups(f, GroupBy::All).map_err(self.db())?;
         Ok(report::Summary::new(&self.prices, groups, total.into_iter().next().unwrap_or_default()))
     }
+}
+
+/// Moves the rows of the JSON-lines spool that earlier versions kept (`ledger.sqlite.spool`) into
+/// the spool file, so an upgrade loses none.
+fn import_line_spool(ledger: &Path, spool: &spool::Spool) -> Result<(), LedgerError> {
+    let mut old = ledger.as_os_str().to_owned();
+    old.push(".spool");
+    let old = PathBuf::from(old);
+    let Ok(text) = std::fs::read_to_string(&old) else { return Ok(()) };
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match serde_json::from_str::<Row>(line) {
+            Ok(row) => spool.push(&row).map_err(|source| LedgerError::Spool { path: spool.path().to_owned(), source })?,
+            Err(e) => tracing::error!("dropping an unreadable spooled ledger row ({e}): {line}"),
+        }
+    }
+    std::fs::remove_file(&old).map_err(|source| LedgerError::Io { path: old, source })
 }

@@ -1,5 +1,5 @@
 //! The ledger's records, each field listed once: the struct, its SQL columns, how it is written
-//! and how it is read back all come from one `columns!` list per table.
+//! and how it is read back (SQLite and PostgreSQL) all come from one `columns!` list per table.
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,16 @@ macro_rules! columns {
             /// Reads it from a row that has its columns (by name; other columns are ignored).
             pub(super) fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
                 Ok($name { $($field: r.get(stringify!($field))?,)* })
+            }
+
+            /// Its values as PostgreSQL parameters, in [`Self::COLUMNS`] order.
+            pub(super) fn pg_values(&self) -> Vec<Box<dyn postgres::types::ToSql + Sync>> {
+                vec![$(PgColumn::to_pg(&self.$field)),*]
+            }
+
+            /// Reads it from a PostgreSQL row that has its columns.
+            pub(super) fn pg_read(r: &postgres::Row) -> Result<Self, postgres::Error> {
+                Ok($name { $($field: PgColumn::from_pg(r, stringify!($field))?,)* })
             }
         }
     };
@@ -69,6 +79,9 @@ columns! {
         local_cost: f64,
         local_currency: String,
         price_version: String,
+        /// The server that answered (`--instance-id`); absent in rows from before fleets.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance_id: Option<String>,
     }
 }
 
@@ -122,6 +135,21 @@ impl Totals {
         self.busy_s += r.get::<_, f64>(at + 5)?;
         Ok(())
     }
+
+    /// [`Self::add`] for PostgreSQL, whose sums of `BIGINT` are `NUMERIC`: [`Self::PG_SELECT`].
+    pub(super) const PG_SELECT: &'static str =
+        "count(*), sum(prompt_tokens)::BIGINT, sum(cached_tokens)::BIGINT, sum(generated_tokens)::BIGINT, sum(energy_j), sum(busy_s)";
+
+    pub(super) fn pg_add(&mut self, r: &postgres::Row, at: usize) -> Result<(), postgres::Error> {
+        let count = |i: usize| r.try_get::<_, Option<i64>>(i).map(|v| v.unwrap_or(0).max(0) as u64);
+        self.requests += count(at)?;
+        self.prompt_tokens += count(at + 1)?;
+        self.cached_tokens += count(at + 2)?;
+        self.generated_tokens += count(at + 3)?;
+        self.energy_j += r.try_get::<_, Option<f64>>(at + 4)?.unwrap_or(0.0);
+        self.busy_s += r.try_get::<_, Option<f64>>(at + 5)?.unwrap_or(0.0);
+        Ok(())
+    }
 }
 
 /// How a request ended.
@@ -147,6 +175,46 @@ impl Outcome {
             Outcome::Cancelled => "cancelled",
             Outcome::Error => "error",
         }
+    }
+}
+
+/// A field type as a PostgreSQL column: unsigned counts are `BIGINT`, an outcome is `TEXT`.
+pub(super) trait PgColumn: Sized {
+    fn to_pg(&self) -> Box<dyn postgres::types::ToSql + Sync>;
+    fn from_pg(r: &postgres::Row, column: &str) -> Result<Self, postgres::Error>;
+}
+
+macro_rules! pg_as_is {
+    ($($t:ty),*) => {$(
+        impl PgColumn for $t {
+            fn to_pg(&self) -> Box<dyn postgres::types::ToSql + Sync> {
+                Box::new(self.clone())
+            }
+            fn from_pg(r: &postgres::Row, column: &str) -> Result<Self, postgres::Error> {
+                r.try_get(column)
+            }
+        }
+    )*};
+}
+pg_as_is!(String, Option<String>, f64, Option<f64>, i64, bool);
+
+impl PgColumn for u64 {
+    fn to_pg(&self) -> Box<dyn postgres::types::ToSql + Sync> {
+        Box::new(i64::try_from(*self).unwrap_or(i64::MAX))
+    }
+    fn from_pg(r: &postgres::Row, column: &str) -> Result<Self, postgres::Error> {
+        r.try_get::<_, i64>(column).map(|v| v.max(0) as u64)
+    }
+}
+
+impl PgColumn for Outcome {
+    fn to_pg(&self) -> Box<dyn postgres::types::ToSql + Sync> {
+        Box::new(self.as_str())
+    }
+    fn from_pg(r: &postgres::Row, column: &str) -> Result<Self, postgres::Error> {
+        let s: String = r.try_get(column)?;
+        // An unknown outcome (written by a newer hearth) reads as an error rather than failing the listing.
+        Ok(Outcome::ALL.into_iter().find(|o| o.as_str() == s).unwrap_or(Outcome::Error))
     }
 }
 

@@ -1,56 +1,8 @@
-//! The SQLite ledger file: WAL mode, schema migrations by `user_version`, one row per finished
-//! request with its cloud equivalents, and the queries behind listings and summaries.
+//! What a ledger database does, whichever it is (a SQLite file on this machine, PostgreSQL for a
+//! fleet): store a row once, list rows, sum them by day, model or instance. The filters and
+//! groupings are written here once; each back-end turns them into its SQL.
 
-use std::path::Path;
-use std::sync::{LazyLock, Mutex};
-
-use rusqlite::{Connection, OptionalExtension, ToSql};
-
-use super::record::{CloudRow, Priced, Record, Row, Totals};
-use super::LedgerError;
-
-/// Schema steps; `user_version` says how many have run.
-const MIGRATIONS: &[&str] = &[r#"
-CREATE TABLE requests (
-    id               TEXT PRIMARY KEY,
-    ts_ms            INTEGER NOT NULL,
-    endpoint         TEXT NOT NULL,
-    model            TEXT NOT NULL,
-    quantization     TEXT NOT NULL,
-    device           TEXT NOT NULL,
-    outcome          TEXT NOT NULL,
-    finish_reason    TEXT,
-    prompt_tokens    INTEGER NOT NULL,
-    cached_tokens    INTEGER NOT NULL,
-    generated_tokens INTEGER NOT NULL,
-    queue_ms         REAL NOT NULL,
-    ttft_ms          REAL,
-    total_ms         REAL NOT NULL,
-    busy_s           REAL NOT NULL,
-    energy_j         REAL NOT NULL,
-    energy_method    TEXT NOT NULL,
-    local_cost       REAL NOT NULL,
-    local_currency   TEXT NOT NULL,
-    price_version    TEXT NOT NULL,
-    api_key_hash     TEXT
-);
-CREATE INDEX requests_ts ON requests (ts_ms);
-CREATE TABLE cloud_costs (
-    request_id        TEXT NOT NULL REFERENCES requests (id) ON DELETE CASCADE,
-    comparator        TEXT NOT NULL,
-    prompt_tokens     INTEGER NOT NULL,
-    cached_tokens     INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    amount            REAL NOT NULL,
-    currency          TEXT NOT NULL,
-    estimate          INTEGER NOT NULL,
-    PRIMARY KEY (request_id, comparator)
-);
-"#, r#"
-ALTER TABLE requests ADD COLUMN tool_calls INTEGER NOT NULL DEFAULT 0;
-"#, r#"
-ALTER TABLE requests ADD COLUMN asked_model TEXT;
-"#];
+use super::record::{Row, Totals};
 
 /// Which rows to list or sum.
 #[derive(Debug, Clone, Default)]
@@ -58,12 +10,16 @@ pub struct Filter {
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
     pub model: Option<String>,
+    /// Rows written by this server (`--instance-id`).
+    pub instance: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupBy {
     Day,
     Model,
+    /// The server that answered; rows from before fleets have an empty key.
+    Instance,
     All,
 }
 
@@ -78,190 +34,71 @@ pub struct RawGroup {
     pub cloud: Vec<(String, String, f64)>,
 }
 
-pub struct Store {
-    conn: Mutex<Connection>,
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Postgres(#[from] postgres::Error),
+    /// No connection to the database (it is down, or refused us).
+    #[error("cannot reach the database: {0}")]
+    Unreachable(String),
 }
 
-fn db(path: &Path) -> impl Fn(rusqlite::Error) -> LedgerError + '_ {
-    move |e| LedgerError::Db { path: path.to_owned(), source: e }
+impl StoreError {
+    /// Whether the write may succeed later: the database busy, locked, down or out of space. A
+    /// row refused for such a reason waits in the spool; any other refusal is final.
+    pub fn transient(&self) -> bool {
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => {
+                use rusqlite::ErrorCode::*;
+                matches!(f.code, DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | CannotOpen | ReadOnly)
+            }
+            StoreError::Sqlite(_) => false,
+            // SQLSTATE classes 08 (connection), 40 (rolled back), 53 (resources), 57 (shutting
+            // down); an error without a SQLSTATE is the connection's (closed, I/O, timeout).
+            StoreError::Postgres(e) => e.as_db_error().is_none_or(|d| ["08", "40", "53", "57"].iter().any(|c| d.code().code().starts_with(c))),
+            StoreError::Unreachable(_) => true,
+        }
+    }
 }
 
-impl Store {
-    pub fn open(path: &Path) -> Result<Store, LedgerError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| LedgerError::Io { path: dir.to_owned(), source: e })?;
-        }
-        let conn = Connection::open(path).map_err(db(path))?;
-        // WAL with synchronous=NORMAL: a committed row survives the process being killed.
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(db(path))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            tracing::warn!("the ledger {} could not switch to WAL (mode {mode})", path.display());
-        }
-        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 2000;").map_err(db(path))?;
-        let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db(path))?;
-        if version > MIGRATIONS.len() {
-            return Err(LedgerError::Schema { path: path.to_owned(), found: version, known: MIGRATIONS.len() });
-        }
-        for (i, step) in MIGRATIONS.iter().enumerate().skip(version) {
-            let tx = conn.unchecked_transaction().map_err(db(path))?;
-            tx.execute_batch(step).map_err(db(path))?;
-            tx.pragma_update(None, "user_version", i + 1).map_err(db(path))?;
-            tx.commit().map_err(db(path))?;
-        }
-        Ok(Store { conn: Mutex::new(conn) })
-    }
-
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Writes one request and its cloud equivalents in one transaction.
-    pub fn insert(&self, r: &Row) -> rusqlite::Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let values: Vec<&dyn ToSql> = r.record.values().into_iter().chain(r.priced.values()).collect();
-        tx.execute(&INSERT_REQUEST, values.as_slice())?;
-        for c in &r.cloud {
-            let values: Vec<&dyn ToSql> = [&r.record.id as &dyn ToSql].into_iter().chain(c.values()).collect();
-            tx.execute(&INSERT_CLOUD, values.as_slice())?;
-        }
-        tx.commit()
-    }
-
-    /// Whether a request with this id is stored.
-    pub fn contains(&self, id: &str) -> rusqlite::Result<bool> {
-        self.conn().query_row("SELECT EXISTS (SELECT 1 FROM requests WHERE id = ?1)", [id], |r| r.get(0))
-    }
-
+/// A ledger database. Every method returns when the database has answered.
+pub trait Store: Send + Sync {
+    /// Where it is, for messages (a path, or a URL without its password).
+    fn describe(&self) -> String;
+    /// Writes a request and its cloud equivalents in one transaction; `false` (nothing written)
+    /// when a row with its id is already there, so a replayed row is never stored twice.
+    fn insert(&self, r: &Row) -> Result<bool, StoreError>;
     /// Rows matching `f`, newest first.
-    pub fn rows(&self, f: &Filter, limit: usize, offset: usize) -> rusqlite::Result<Vec<Row>> {
-        let conn = self.conn();
-        let (clause, args) = where_clause(f);
-        let sql = format!("SELECT * FROM requests {clause} ORDER BY ts_ms DESC, rowid DESC LIMIT {limit} OFFSET {offset}");
-        let mut stmt = conn.prepare(&sql)?;
-        let read = |r: &rusqlite::Row<'_>| Ok(Row { record: Record::read(r)?, priced: Priced::read(r)?, cloud: Vec::new() });
-        let mut rows: Vec<Row> = stmt.query_map(rusqlite::params_from_iter(args), read)?.collect::<Result<_, _>>()?;
-        let mut cloud = conn.prepare("SELECT * FROM cloud_costs WHERE request_id = ?1 ORDER BY rowid")?;
-        for r in &mut rows {
-            r.cloud = cloud.query_map([&r.record.id], CloudRow::read)?.collect::<Result<_, _>>()?;
-        }
-        Ok(rows)
-    }
-
-    pub fn get(&self, id: &str) -> rusqlite::Result<Option<Row>> {
-        let found = self.conn().query_row("SELECT ts_ms FROM requests WHERE id = ?1", [id], |r| r.get::<_, i64>(0)).optional()?;
-        let Some(ts) = found else { return Ok(None) };
-        let rows = self.rows(&Filter { since_ms: Some(ts), until_ms: Some(ts + 1), model: None }, 1000, 0)?;
-        Ok(rows.into_iter().find(|r| r.record.id == id))
-    }
-
-    pub fn count(&self, f: &Filter) -> rusqlite::Result<u64> {
-        let (clause, args) = where_clause(f);
-        let sql = format!("SELECT count(*) FROM requests {clause}");
-        self.conn().query_row(&sql, rusqlite::params_from_iter(args), |r| r.get::<_, i64>(0)).map(|n| n as u64)
-    }
-
+    fn rows(&self, f: &Filter, limit: usize, offset: usize) -> Result<Vec<Row>, StoreError>;
+    fn get(&self, id: &str) -> Result<Option<Row>, StoreError>;
+    fn count(&self, f: &Filter) -> Result<u64, StoreError>;
     /// Sums per group, in key order.
-    pub fn groups(&self, f: &Filter, by: GroupBy) -> rusqlite::Result<Vec<RawGroup>> {
-        let key = match by {
-            GroupBy::Day => "strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch')",
-            GroupBy::Model => "model",
-            GroupBy::All => "'all'",
-        };
-        let conn = self.conn();
-        let (clause, args) = where_clause(f);
-        let sql = format!(
-            "SELECT {key} AS k, local_currency, sum(local_cost), {}
-             FROM requests {clause} GROUP BY k, local_currency ORDER BY k",
-            Totals::SELECT
-        );
-        let mut groups: Vec<RawGroup> = Vec::new();
-        let mut stmt = conn.prepare(&sql)?;
-        let mut q = stmt.query(rusqlite::params_from_iter(args.iter()))?;
-        while let Some(r) = q.next()? {
-            let k: String = r.get(0)?;
-            if groups.last().is_none_or(|g| g.key != k) {
-                groups.push(RawGroup { key: k, ..RawGroup::default() });
-            }
-            let g = groups.last_mut().expect("just pushed");
-            g.totals.add(r, 3)?;
-            g.local.push((r.get(1)?, r.get(2)?));
-        }
-        let sql = format!(
-            "SELECT {key} AS k, c.comparator, c.currency, sum(c.amount) FROM cloud_costs c JOIN requests ON requests.id = c.request_id
-             {clause} GROUP BY k, c.comparator, c.currency"
-        );
-        let mut stmt = conn.prepare(&sql)?;
-        let mut q = stmt.query(rusqlite::params_from_iter(args.iter()))?;
-        while let Some(r) = q.next()? {
-            let k: String = r.get(0)?;
-            if let Some(g) = groups.iter_mut().find(|g| g.key == k) {
-                g.cloud.push((r.get(1)?, r.get(2)?, r.get(3)?));
-            }
-        }
-        Ok(groups)
-    }
+    fn groups(&self, f: &Filter, by: GroupBy) -> Result<Vec<RawGroup>, StoreError>;
 }
 
-fn where_clause(f: &Filter) -> (String, Vec<rusqlite::types::Value>) {
-    use rusqlite::types::Value;
+/// `WHERE …` for `f` with placeholders from `slot(n)` (1-based), and the arguments in order:
+/// `Ok` a number, `Err` a text.
+pub(super) fn where_clause(f: &Filter, slot: impl Fn(usize) -> String) -> (String, Vec<Result<i64, String>>) {
     let mut parts = Vec::new();
     let mut args = Vec::new();
+    let mut add = |column: &str, op: &str, v: Result<i64, String>| {
+        args.push(v);
+        parts.push(format!("{column} {op} {}", slot(args.len())));
+    };
     if let Some(s) = f.since_ms {
-        args.push(Value::Integer(s));
-        parts.push(format!("ts_ms >= ?{}", args.len()));
+        add("ts_ms", ">=", Ok(s));
     }
     if let Some(u) = f.until_ms {
-        args.push(Value::Integer(u));
-        parts.push(format!("ts_ms < ?{}", args.len()));
+        add("ts_ms", "<", Ok(u));
     }
     if let Some(m) = &f.model {
-        args.push(Value::Text(m.clone()));
-        parts.push(format!("model = ?{}", args.len()));
+        add("model", "=", Err(m.clone()));
+    }
+    if let Some(i) = &f.instance {
+        add("instance_id", "=", Err(i.clone()));
     }
     let clause = if parts.is_empty() { String::new() } else { format!("WHERE {}", parts.join(" AND ")) };
     (clause, args)
-}
-
-/// The `requests` columns a [`Row`] writes: its record's, then its price's.
-fn request_columns() -> Vec<&'static str> {
-    Record::COLUMNS.iter().chain(Priced::COLUMNS).copied().collect()
-}
-
-/// The `cloud_costs` columns: the request's id, then a [`CloudRow`]'s.
-fn cloud_columns() -> Vec<&'static str> {
-    ["request_id"].iter().chain(CloudRow::COLUMNS).copied().collect()
-}
-
-static INSERT_REQUEST: LazyLock<String> = LazyLock::new(|| insert_sql("requests", &request_columns()));
-static INSERT_CLOUD: LazyLock<String> = LazyLock::new(|| insert_sql("cloud_costs", &cloud_columns()));
-
-/// `INSERT INTO table (columns…) VALUES (?1, …)`.
-fn insert_sql(table: &str, columns: &[&str]) -> String {
-    let slots: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
-    format!("INSERT INTO {table} ({}) VALUES ({})", columns.join(", "), slots.join(", "))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The columns the migrations create, in order.
-    fn table_columns(conn: &Connection, table: &str) -> Vec<String> {
-        let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})")).unwrap();
-        stmt.query_map([], |r| r.get::<_, String>("name")).unwrap().collect::<Result<_, _>>().unwrap()
-    }
-
-    #[test]
-    fn the_records_columns_are_the_migrated_tables_columns() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("l.sqlite")).unwrap();
-        let conn = store.conn();
-        let mut have = table_columns(&conn, "requests");
-        have.sort();
-        let mut want: Vec<String> = request_columns().iter().map(|c| c.to_string()).collect();
-        want.sort();
-        assert_eq!(have, want);
-        assert_eq!(table_columns(&conn, "cloud_costs"), cloud_columns());
-    }
 }

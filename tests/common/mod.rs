@@ -145,6 +145,7 @@ pub fn hearth_greedy(model: &hearth::model::Model, prompt: &[u32], n: usize) -> 
     out
 }
 
+pub mod pg;
 pub mod server;
 pub mod synth;
 
