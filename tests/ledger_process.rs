@@ -1,7 +1,8 @@
 //! The ledger through the `hearth` binary: a server killed with SIGKILL under load loses no
-//! request it had answered and leaves a sound file; `hearth costs` reads it back; bad price
-//! files and unusable ledger paths stop `serve` at startup naming the file. The server serves a
-//! small synthetic model (no download).
+//! request it had answered and leaves a sound file; `hearth costs` reads it back; SIGTERM lets
+//! streams finish or ends them with an error event by the deadline, writes their rows and exits
+//! 0; bad price files and unusable ledger paths stop `serve` at startup naming the file. The
+//! server serves a small synthetic model (no download).
 
 mod common;
 
@@ -25,7 +26,11 @@ fn synth_model(dir: &tempfile::TempDir) -> std::path::PathBuf {
 /// Starts `hearth serve` on a free port with `model` and `ledger`; returns the child and its
 /// address once ready.
 fn serve(model: &std::path::Path, ledger: &std::path::Path) -> (Child, String) {
-    let mut child = hearth().args(["serve", "--port", "0", "-m"]).arg(model).arg("--ledger").arg(ledger).stderr(Stdio::piped()).spawn().unwrap();
+    serve_with(model, ledger, &[])
+}
+
+fn serve_with(model: &std::path::Path, ledger: &std::path::Path, extra: &[&str]) -> (Child, String) {
+    let mut child = hearth().args(["serve", "--port", "0", "-m"]).arg(model).arg("--ledger").arg(ledger).args(extra).stderr(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     let url = first.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("no address in {first:?}"));
@@ -134,4 +139,52 @@ fn startup_errors_name_the_price_file_or_ledger_path() {
     let out = hearth().args(["costs", "--since", "yesterday", "--ledger"]).arg(&ledger).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("since"), "{err}");
+}
+
+/// Sends a streamed completion of up to `max_tokens` (end-of-text banned) and reads the whole
+/// answer until the server closes the connection.
+fn stream(addr: &str, max_tokens: usize) -> String {
+    use std::io::{Read, Write};
+    let body = format!(r#"{{"prompt": "Count:", "max_tokens": {max_tokens}, "stream": true, "temperature": 0, "logit_bias": {{"256": -100, "258": -100}}}}"#);
+    let request = format!("POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn sigterm_ends_streams_cleanly_writes_their_rows_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = synth_model(&dir);
+    let ledger = dir.path().join("ledger.sqlite");
+    let (child, addr) = serve_with(&model, &ledger, &["--shutdown-timeout", "1"]);
+    // Two streams short enough to finish inside the deadline, two far too long to.
+    let streams: Vec<_> = [4, 4, 8000, 8000].into_iter().map(|n| { let addr = addr.clone(); std::thread::spawn(move || stream(&addr, n)) }).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let answers: Vec<String> = streams.into_iter().map(|s| s.join().unwrap()).collect();
+    let status = child.wait_with_output().unwrap().status;
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert!(t.elapsed() < Duration::from_secs(12), "stopping took {:?}", t.elapsed());
+    for (i, a) in answers.iter().enumerate() {
+        assert!(a.starts_with("HTTP/1.1 200"), "stream {i}: {a:.200}");
+        // Every stream ends as a well-formed one: [DONE] after its finish, or an error event.
+        assert!(a.ends_with("0\r\n\r\n"), "stream {i} was cut: {:?}", &a[a.len().saturating_sub(200)..]);
+        let finished = a.contains("data: [DONE]");
+        let ended = a.contains("shutting down");
+        assert!(finished || ended, "stream {i}: {:?}", &a[a.len().saturating_sub(300)..]);
+        if i < 2 {
+            assert!(finished && !ended, "short stream {i} should finish");
+        }
+    }
+    assert!(answers[2..].iter().all(|a| a.contains("shutting down")), "long streams end with the shutdown error");
+    // Every stream has its row, written before the process exited.
+    let db = rusqlite::Connection::open(&ledger).unwrap();
+    let outcomes: Vec<String> = db.prepare("SELECT outcome FROM requests ORDER BY outcome").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    assert_eq!(outcomes.len(), 4, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|o| *o == "stopped" || *o == "ok").count(), 2, "{outcomes:?}");
 }

@@ -197,7 +197,7 @@ async fn health_is_503_until_the_model_is_loaded() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let app = hearth::api::router(state.clone());
-    tokio::spawn(hearth::api::serve(listener, app, hearth::api::Limits::default(), std::future::pending()));
+    tokio::spawn(hearth::api::serve(listener, app, hearth::api::Limits::default(), std::future::pending(), || {}));
     let client = reqwest::Client::new();
     let r = client.get(format!("{url}/health")).send().await.unwrap();
     let st = r.status().as_u16();

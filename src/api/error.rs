@@ -102,6 +102,10 @@ impl ApiError {
         Self::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", format!("{path} does not answer {method}")).with(None, Some("method_not_allowed"))
     }
 
+    pub fn draining() -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable_error", "the server is stopping").with(None, Some("draining"))
+    }
+
     pub fn loading() -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable_error", "the model is still loading").with(None, Some("model_loading"))
     }

@@ -179,6 +179,9 @@ pub async fn model(State(st): State<AppState>, Path(id): Path<String>) -> Result
 
 pub async fn health(State(st): State<AppState>) -> Result<Response, ApiError> {
     st.engine()?;
+    if st.draining() {
+        return Err(ApiError::draining());
+    }
     Ok(Json(json!({ "status": "ok" })).into_response())
 }
 

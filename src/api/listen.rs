@@ -2,7 +2,7 @@
 //! request's headers, which also closes keep-alive connections left idle (slowloris, sockets that
 //! connect and send nothing), a cap on open connections (logged when reached; the rest wait in the
 //! listen backlog), the process's file limit raised to its hard limit, and a graceful stop that
-//! lets requests under way finish.
+//! lets requests under way finish within a deadline, then ends the rest with an error.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,13 +27,18 @@ pub struct Limits {
     /// Time a client has to send a request's headers, counted from when the connection is
     /// ready for one (so also the most a keep-alive connection may sit idle).
     pub header_timeout: Duration,
+    /// On stopping, how long requests under way may take to finish.
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_connections: 4096, header_timeout: Duration::from_secs(10) }
+        Limits { max_connections: 4096, header_timeout: Duration::from_secs(10), shutdown_timeout: Duration::from_secs(30) }
     }
 }
+
+/// After a stop past its deadline, how long requests get to end with their error.
+const AFTER_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Raises the open-file limit to its hard limit (sockets are files); returns the limit in force.
 pub fn raise_file_limit() -> u64 {
@@ -53,9 +58,10 @@ pub fn raise_file_limit() -> u64 {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then lets open requests finish (up to
-/// 10 seconds) and returns.
-pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+/// Serves `app` on `listener` until `shutdown` resolves; then accepts no more connections, closes
+/// idle ones, and lets requests under way finish for `limits.shutdown_timeout`. Past it calls
+/// `past_deadline` (which should end them with an error) and gives them a few seconds more.
+pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown: impl Future<Output = ()>, past_deadline: impl FnOnce()) -> std::io::Result<()> {
     let limits = Limits { max_connections: limits.max_connections.clamp(1, Semaphore::MAX_PERMITS), ..limits };
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -110,9 +116,15 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
             }
         });
     }
+    drop(listener);
     let _ = stop_tx.send(true);
     // Wait for the connections to finish what they were doing.
     let all = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(all)).await;
+    if tokio::time::timeout(limits.shutdown_timeout, slots.clone().acquire_many_owned(all)).await.is_err() {
+        let open = limits.max_connections - slots.available_permits();
+        tracing::warn!("{open} connections still busy after {:?}; ending their requests", limits.shutdown_timeout);
+        past_deadline();
+        let _ = tokio::time::timeout(AFTER_DEADLINE, slots.acquire_many(all)).await;
+    }
     Ok(())
 }

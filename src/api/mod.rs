@@ -64,6 +64,8 @@ pub struct AppState {
 }
 
 struct Inner {
+    /// Set once a stop has begun: /health answers 503 so that balancers send no more.
+    draining: std::sync::atomic::AtomicBool,
     engine: OnceLock<Engine>,
     ledger: OnceLock<Arc<Ledger>>,
     metrics: Arc<Metrics>,
@@ -74,7 +76,7 @@ struct Inner {
 impl AppState {
     pub fn new(config: ServeConfig) -> Self {
         let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        Self { inner: Arc::new(Inner { engine: OnceLock::new(), ledger: OnceLock::new(), metrics: Arc::new(Metrics::new()), config, started }) }
+        Self { inner: Arc::new(Inner { draining: Default::default(), engine: OnceLock::new(), ledger: OnceLock::new(), metrics: Arc::new(Metrics::new()), config, started }) }
     }
 
     /// A state whose engine is already running.
@@ -93,8 +95,22 @@ impl AppState {
         let _ = self.inner.ledger.set(ledger);
     }
 
-    fn ledger(&self) -> Option<Arc<Ledger>> {
+    pub fn ledger(&self) -> Option<Arc<Ledger>> {
         self.inner.ledger.get().cloned()
+    }
+
+    /// The server is stopping: /health says so (503), requests under way go on.
+    pub fn set_draining(&self) {
+        self.inner.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn draining(&self) -> bool {
+        self.inner.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The engine, once the model has loaded.
+    pub fn running_engine(&self) -> Option<Engine> {
+        self.inner.engine.get().cloned()
     }
 
     fn engine(&self) -> Result<Engine, ApiError> {
@@ -187,7 +203,8 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
         _ if req.method() == Method::POST && json.as_deref().is_none_or(|t| t != "application/json" && !t.ends_with("+json")) => {
             ApiError::media_type(json.as_deref().unwrap_or("")).shaped(shape).into_response()
         }
-        Some(key) if endpoint != "/health" && !authorized(&req, key) => ApiError::unauthorized().shaped(shape).into_response(),
+        // Balancers' health checks and Prometheus scrapes carry no key.
+        Some(key) if endpoint != "/health" && endpoint != "/metrics" && !authorized(&req, key) => ApiError::unauthorized().shaped(shape).into_response(),
         _ => next.run(req).await,
     };
     st.inner.metrics.request(&endpoint, response.status().as_u16());

@@ -170,14 +170,7 @@ impl Drop for Reply {
     fn drop(&mut self) {
         let Some(r) = self.recorder.as_ref().filter(|r| !r.recorded) else { return };
         let (ledger, record, prompt, completion) = (r.ledger.clone(), self.record_of(r, Outcome::Cancelled), r.cloud_prompt.clone(), self.completion());
-        let write = move || {
-            if let Err(e) = ledger.record(record, prompt.as_ref(), &completion) {
-                tracing::error!("could not record a cancelled request in the ledger: {e}");
-            }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) => drop(h.spawn_blocking(write)),
-            Err(_) => write(),
-        }
+        // Not on the async runtime, which may itself be stopping: Ledger::flush waits for it.
+        ledger.record_detached(record, prompt, completion);
     }
 }

@@ -19,7 +19,7 @@ pub struct ServeArgs {
     host: String,
     #[arg(long, default_value_t = 8080, env = "HEARTH_PORT")]
     port: u16,
-    /// Require `Authorization: Bearer KEY` on every route but /health.
+    /// Require `Authorization: Bearer KEY` on every route but /health and /metrics.
     #[arg(long, env = "HEARTH_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// Allow browser requests from this origin (repeatable); no CORS without it.
@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// Finished sequences whose KV caches are kept for prefix reuse (0 turns reuse off).
     #[arg(long, default_value_t = 8)]
     prefix_cache: usize,
+    /// On SIGTERM or Ctrl-C, seconds that requests under way get to finish; past it they end
+    /// with an error (streams with an error event), rows are written, and the process exits 0.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    shutdown_timeout: u64,
     /// The name this server's ledger rows carry, to tell replicas apart in a shared ledger;
     /// default the host name and port (`host:8080`).
     #[arg(long, env = "HEARTH_INSTANCE_ID")]
@@ -76,7 +80,8 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let ledger = args.ledger.open()?.with_instance(instance.clone());
     let watts_per_core = ledger.prices().local.watts_per_core();
     let ledger_path = format!("{} (instance {instance})", ledger.describe());
-    state.set_ledger(Arc::new(ledger));
+    let ledger = Arc::new(ledger);
+    state.set_ledger(ledger.clone());
     // The providers' tokenizers take a moment to build; do it before the first request needs them.
     std::thread::spawn(crate::ledger::warm_up);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -105,11 +110,33 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         }
     });
     let files = crate::api::raise_file_limit();
-    let limits = crate::api::Limits { max_connections: (args.max_connections as usize).min(files.saturating_sub(64).max(16) as usize), header_timeout: std::time::Duration::from_secs(args.header_timeout) };
+    let limits = crate::api::Limits {
+        max_connections: (args.max_connections as usize).min(files.saturating_sub(64).max(16) as usize),
+        header_timeout: std::time::Duration::from_secs(args.header_timeout),
+        shutdown_timeout: std::time::Duration::from_secs(args.shutdown_timeout),
+    };
     if limits.max_connections < args.max_connections as usize {
         eprintln!("at most {} connections: the open-file limit is {files}", limits.max_connections);
     }
-    runtime.block_on(crate::api::serve(listener, router(state), limits, shutdown_signal()))?;
+    let (draining, aborting) = (state.clone(), state.clone());
+    let stop = async move {
+        shutdown_signal().await;
+        eprintln!("stopping: no new connections; requests under way have {}s to finish", args.shutdown_timeout);
+        draining.set_draining();
+    };
+    let past_deadline = move || {
+        if let Some(engine) = aborting.running_engine() {
+            engine.abort_all();
+        }
+    };
+    runtime.block_on(crate::api::serve(listener, router(state), limits, stop, past_deadline))?;
+    // Requests cut off as the runtime stops are recorded as cancelled on threads of their own.
+    drop(runtime);
+    let spooled = ledger.flush(std::time::Duration::from_secs(10));
+    if spooled > 0 {
+        eprintln!("{spooled} ledger rows wait in the spool for the database; the next start writes them");
+    }
+    eprintln!("stopped");
     Ok(())
 }
 

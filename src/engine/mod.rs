@@ -240,6 +240,8 @@ pub struct Engine {
     info: Arc<ModelInfo>,
     stats: Arc<EngineStats>,
     queue: usize,
+    /// Set when the server stops past its deadline: every sequence ends with an error.
+    abort: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Engine {
@@ -265,11 +267,19 @@ impl Engine {
         let (tx, rx) = sync_channel(cfg.queue.max(1));
         let queue = cfg.queue;
         let thread_stats = stats.clone();
+        let abort = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread_abort = abort.clone();
         std::thread::Builder::new()
             .name("hearth-engine".into())
-            .spawn(move || scheduler::run(model, cfg, energy, rx, thread_stats))
+            .spawn(move || scheduler::run(model, cfg, energy, rx, thread_stats, thread_abort))
             .expect("spawning the engine thread");
-        Engine { tx, info, stats, queue }
+        Engine { tx, info, stats, queue, abort }
+    }
+
+    /// Ends every running and waiting sequence, now and from now on, with an error event saying
+    /// the server is stopping (what a stop past its deadline does to requests still going).
+    pub fn abort_all(&self) {
+        self.abort.store(true, Ordering::SeqCst);
     }
 
     /// Queues a request; its events arrive on the returned channel. Dropping the receiver

@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,15 +16,40 @@ use crate::model::{Chunk, KvCache, Logits, Model};
 use super::sequence::{Progress, Sequence};
 use super::{step_shares, EngineConfig, EngineStats, Event, Job};
 
-pub(crate) fn run(model: Model, cfg: EngineConfig, energy: EnergyMeter, rx: Receiver<Job>, stats: Arc<EngineStats>) {
+/// What a sequence ended by [`super::Engine::abort_all`] is told.
+const STOPPING: &str = "the server is shutting down; retry on another server";
+
+pub(crate) fn run(model: Model, cfg: EngineConfig, energy: EnergyMeter, rx: Receiver<Job>, stats: Arc<EngineStats>, abort: Arc<AtomicBool>) {
     let pool = PrefixPool { entries: VecDeque::new(), cap: cfg.prefix_cache };
     let mut s = Scheduler { pool, model, cfg, running: Vec::new(), stats, energy };
     loop {
+        if abort.load(Ordering::SeqCst) {
+            for seq in s.running.drain(..) {
+                seq.fail(STOPPING);
+            }
+            while let Ok(job) = rx.try_recv() {
+                s.stats.queued.fetch_sub(1, Ordering::SeqCst);
+                let _ = job.tx.send(Event::Error { index: 0, message: STOPPING.into() });
+            }
+            s.publish();
+            // Later requests (there should be none: the listener has stopped) fail the same way.
+            match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok(job) => {
+                    s.stats.queued.fetch_sub(1, Ordering::SeqCst);
+                    let _ = job.tx.send(Event::Error { index: 0, message: STOPPING.into() });
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            continue;
+        }
         while s.running.len() < s.cfg.max_running {
             let job = if s.running.is_empty() {
-                match rx.recv() {
+                // Woken now and then to see whether the server is stopping.
+                match rx.recv_timeout(std::time::Duration::from_millis(200)) {
                     Ok(j) => j,
-                    Err(_) => return,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
                 }
             } else {
                 match rx.try_recv() {

@@ -141,6 +141,8 @@ pub struct Ledger {
     instance: Option<String>,
     /// Tells the thread that drains the spool in the background to stop.
     stop: Arc<AtomicBool>,
+    /// Rows being written by [`Ledger::record_detached`], for [`Ledger::flush`] to wait on.
+    detached: Arc<(Mutex<usize>, std::sync::Condvar)>,
 }
 
 /// How long after a refused write rows go straight to the spool.
@@ -176,7 +178,7 @@ impl Ledger {
         if let Target::File(path) = target {
             import_line_spool(path, &spool)?;
         }
-        let ledger = Ledger { store, spool, refused_at: Default::default(), prices, instance: None, stop: Default::default() };
+        let ledger = Ledger { store, spool, refused_at: Default::default(), prices, instance: None, stop: Default::default(), detached: Default::default() };
         let replayed = ledger.spool.drain(&*ledger.store);
         if replayed > 0 {
             tracing::info!("wrote {replayed} spooled rows to the ledger {}", ledger.describe());
@@ -254,6 +256,36 @@ impl Ledger {
             *self.refused_at.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
         Ok(cost)
+    }
+
+    /// [`Ledger::record`] on a thread of its own, for callers that cannot wait (a reply dropped
+    /// because its client left); [`Ledger::flush`] waits for it.
+    pub fn record_detached(self: &Arc<Self>, r: Record, prompt: Option<PromptText>, completion: String) {
+        *self.detached.0.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        let ledger = self.clone();
+        let write = move || {
+            if let Err(e) = ledger.record(r, prompt.as_ref(), &completion) {
+                tracing::error!("could not record a request in the ledger: {e}");
+            }
+            let (count, done) = &*ledger.detached;
+            *count.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+            done.notify_all();
+        };
+        if let Err(e) = std::thread::Builder::new().name("ledger-write".into()).spawn(write) {
+            tracing::error!("could not start a ledger write: {e}");
+        }
+    }
+
+    /// Waits (up to `timeout`) for rows being written by [`Ledger::record_detached`]; then, if
+    /// the database takes them, writes spooled rows. Returns the rows still spooled.
+    pub fn flush(&self, timeout: Duration) -> usize {
+        let (count, done) = &*self.detached;
+        let held = count.lock().unwrap_or_else(|p| p.into_inner());
+        drop(done.wait_timeout_while(held, timeout, |n| *n > 0).unwrap_or_else(|p| p.into_inner()));
+        if !self.spool.is_empty() {
+            self.spool.drain(&*self.store);
+        }
+        self.spool.len()
     }
 
     /// Rows waiting in the spool for the database.

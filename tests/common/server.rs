@@ -51,7 +51,7 @@ impl Server {
         state.set_ledger(ledger.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(hearth::api::serve(listener, router(state), limits, std::future::pending()));
+        tokio::spawn(hearth::api::serve(listener, router(state), limits, std::future::pending(), || {}));
         let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
         Server { url, client, engine, ledger, _dir: dir }
     }
