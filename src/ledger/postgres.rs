@@ -138,6 +138,9 @@ impl Postgres {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(3));
         }
+        // A database gone silent (a cut network rather than a closed socket) fails the write
+        // within seconds instead of holding every answer: the row is spooled.
+        config.keepalives(true).keepalives_idle(Duration::from_secs(10)).tcp_user_timeout(Duration::from_secs(10));
         config.application_name("hearth");
         let (tx, rx) = mpsc::channel::<Job>();
         let mut conn = Connection { config, client: None, shown: shown.clone() };
