@@ -198,7 +198,7 @@ fn assemble(entry: &Entry, work: &Path, partial: &Path, progress: &mut impl FnMu
 }
 
 /// `python -m pip download` of one pinned wheel into `dir`; returns the wheel's path.
-fn pip_download(part: &Part, dir: &Path) -> Result<PathBuf, CatalogError> {
+pub(crate) fn pip_download(part: &Part, dir: &Path) -> Result<PathBuf, CatalogError> {
     let python = std::env::var("HEARTH_PYTHON").unwrap_or_else(|_| "python3".into());
     let spec = format!("{}=={}", part.package, part.version);
     let out = Command::new(&python)

@@ -123,3 +123,39 @@ fn cost_per_1m(b: &Bench, path: &Path) -> Res {
     root.present()?;
     Ok(())
 }
+
+/// `pass1_vs_cost.svg`: each variant's pass@1 against its local cost per solved problem, with the
+/// cloud models that have a published pass@1 as points (their cost per solved for the same tokens).
+pub fn write_tasks(results: &[super::tasks::TaskResult], dir: &Path) -> Result<(), String> {
+    let path = dir.join("pass1_vs_cost.svg");
+    tasks_chart(results, &path).map_err(|e| format!("drawing pass1_vs_cost.svg: {e}"))
+}
+
+fn tasks_chart(results: &[super::tasks::TaskResult], path: &Path) -> Res {
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let local: Vec<(f64, f64, &str)> = results.iter().filter_map(|r| r.local_per_solved.map(|c| (c, r.pass_at_1 * 100.0, r.variant.as_str()))).collect();
+    let cloud: Vec<(f64, f64, &str)> = results
+        .first()
+        .map(|r| r.cloud.iter().filter_map(|c| Some((c.per_solved?, c.pass_at_1? * 100.0, c.model.as_str()))).collect())
+        .unwrap_or_default();
+    let currency = results.first().map_or("USD", |r| r.currency.as_str());
+    let xmax = upper(local.iter().chain(&cloud).map(|p| p.0));
+    let mut chart = ChartBuilder::on(&root)
+        .caption("pass@1 against cost per solved problem", ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0f64..xmax, 0f64..100f64)?;
+    chart.configure_mesh().x_desc(format!("cost per solved problem ({currency})")).y_desc("pass@1 (%)").draw()?;
+    for (points, colour, label) in [(&local, LOCAL, "local (this machine)"), (&cloud, CLOUD, "cloud (published pass@1)")] {
+        chart
+            .draw_series(points.iter().map(|&(x, y, _)| Circle::new((x, y), 6, colour.filled())))?
+            .label(label)
+            .legend(move |(x, y)| Circle::new((x, y), 5, colour.filled()));
+        chart.draw_series(points.iter().map(|&(x, y, name)| Text::new(name.to_owned(), (x, y), ("sans-serif", 13))))?;
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+    root.present()?;
+    Ok(())
+}

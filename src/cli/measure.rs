@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::bench::compare::{self, Settings, SpeedRun, Step};
 use crate::catalog;
 use crate::model::quantize::{quantize as write_quantized, Target};
-use crate::model::GgufFile;
+use crate::model::{GgufFile, Model};
 
 use super::{ModelArgs, PriceArgs};
 
@@ -99,6 +99,35 @@ pub struct BenchArgs {
     /// Also write bench.csv, bench.json and SVG charts into this directory.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Coding benchmarks to run on each variant (comma-separated): humaneval. Completions run
+    /// with the problems' tests in a sandbox; pass@1 and the cost per solved problem are reported.
+    #[arg(long, value_delimiter = ',')]
+    tasks: Vec<crate::bench::tasks::Task>,
+    /// Run only --tasks, not the speed and quality comparison.
+    #[arg(long, requires = "tasks")]
+    tasks_only: bool,
+    /// Completions per problem: 1 is greedy; more are sampled at --temperature and pass@k is
+    /// reported with the unbiased estimator.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    samples: u16,
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Only the first N problems of each task (all by default).
+    #[arg(long)]
+    problems: Option<usize>,
+    /// The most tokens one completion may take.
+    #[arg(long, default_value_t = 512)]
+    task_max_tokens: usize,
+    /// Problems generated at once (the engine batches them; the answers are the same as alone).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    task_parallel: u16,
+    /// humaneval-infill's problems (human-eval-infilling's JSON lines, e.g.
+    /// HumanEval-SingleLineInfilling.jsonl), which no package registry carries.
+    #[arg(long)]
+    infill_data: Option<PathBuf>,
+    /// Seconds each problem's tests may run in the sandbox.
+    #[arg(long, default_value_t = 10)]
+    task_timeout: u64,
     /// Where to compute: auto, cpu, cuda, cuda:N or metal.
     #[arg(long, default_value = "auto", env = "HEARTH_DEVICE")]
     device: crate::model::device::DeviceChoice,
@@ -237,6 +266,88 @@ fn speed_in_child(path: &Path, args: &BenchArgs) -> Result<SpeedRun, String> {
 }
 
 pub fn bench(args: &BenchArgs) -> Result<()> {
+    if !args.tasks_only {
+        compare_variants(args)?;
+    }
+    if !args.tasks.is_empty() {
+        run_tasks(args)?;
+    }
+    Ok(())
+}
+
+/// `--tasks`: each coding benchmark on each variant, then the table, CSV, JSON and chart.
+fn run_tasks(args: &BenchArgs) -> Result<()> {
+    use crate::bench::tasks::{self, Item, Task, TaskSettings};
+    if !(0.0..=2.0).contains(&args.temperature) {
+        bail!("--temperature must be between 0 and 2, got {}", args.temperature);
+    }
+    let paths = args.models.iter().map(|m| catalog::resolve(m)).collect::<Result<Vec<_>, _>>()?;
+    let prices = args.prices.table()?;
+    let device = args.device.open()?;
+    let sandbox = crate::bench::sandbox::Sandbox::new()?;
+    eprintln!("sandbox: {}", sandbox.isolation());
+    let limits = crate::bench::sandbox::Limits { timeout: std::time::Duration::from_secs(args.task_timeout), ..Default::default() };
+    let settings = TaskSettings {
+        samples: usize::from(args.samples),
+        temperature: args.temperature,
+        seed: 0,
+        max_tokens: args.task_max_tokens,
+        parallel: usize::from(args.task_parallel),
+        limit: args.problems,
+        limits,
+    };
+    let mut results = Vec::new();
+    let mut tables = String::new();
+    for &task in &args.tasks {
+        let items: Vec<Item> = match task {
+            Task::HumanEval => crate::bench::humaneval::load()?.into_iter().map(Item::Complete).collect(),
+            Task::HumanEvalInfill => match &args.infill_data {
+                Some(p) => tasks::load_infill(p).map_err(anyhow::Error::msg)?.into_iter().map(Item::Infill).collect(),
+                None => bail!(
+                    "humaneval-infill needs --infill-data FILE: the human-eval-infilling package on PyPI holds no data (its wheel is empty); \
+                     take HumanEval-SingleLineInfilling.jsonl.gz from github.com/openai/human-eval-infilling and gunzip it"
+                ),
+            },
+        };
+        let mut these = Vec::new();
+        for (m, path) in args.models.iter().zip(&paths) {
+            let model = Model::load(path, &device)?;
+            let name = path.file_stem().map_or_else(|| m.clone(), |s| s.to_string_lossy().into_owned());
+            if task == Task::HumanEvalInfill && model.fim.is_none() {
+                eprintln!("{name}: skipped for humaneval-infill: the model has no fill-in-the-middle tokens");
+                continue;
+            }
+            let progress = bar(0, "{bar:40} {pos}/{len} {msg}");
+            let show = |done: usize, total: usize, id: &str| {
+                progress.set_length(total as u64);
+                progress.set_position(done as u64);
+                progress.set_message(format!("{}: {name} {id}", task.name()));
+            };
+            let r = tasks::run(task, &name, model, &items, &settings, &prices, &sandbox, &show).map_err(|e| anyhow::anyhow!("{} on {name}: {e}", task.name()))?;
+            progress.finish_and_clear();
+            eprintln!("{name}: {} pass@1 {:.1}% ({}/{}) in {:.0}s", task.name(), r.pass_at_1 * 100.0, r.solved, r.problems, r.wall_s);
+            these.push(r);
+        }
+        if these.is_empty() {
+            bail!("no variant could run {}", task.name());
+        }
+        tables += &tasks::to_markdown(&these);
+        results.extend(these);
+    }
+    println!("{tables}");
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let write = |f: &str, s: String| std::fs::write(dir.join(f), s).with_context(|| format!("writing {}", dir.join(f).display()));
+        write("tasks.csv", tasks::to_csv(&results))?;
+        write("tasks.json", serde_json::to_string_pretty(&results)? + "\n")?;
+        crate::bench::charts::write_tasks(&results, dir).map_err(anyhow::Error::msg)?;
+        eprintln!("wrote tasks.csv, tasks.json and pass1_vs_cost.svg to {}", dir.display());
+    }
+    Ok(())
+}
+
+/// The speed, memory and quality comparison of the variants.
+fn compare_variants(args: &BenchArgs) -> Result<()> {
     if args.shape.tg == 0 {
         bail!("hearth bench needs -n above 0: the local cost per token comes from the generation speed");
     }

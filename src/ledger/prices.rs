@@ -65,6 +65,22 @@ pub struct CloudPrice {
     /// When the price was taken, and where from.
     pub taken: String,
     pub source: String,
+    /// Published scores on coding benchmarks, for `hearth bench --tasks`' cost per solved problem.
+    #[serde(default)]
+    pub scores: Vec<Score>,
+}
+
+/// A benchmark score a provider published for its model.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Score {
+    /// `humaneval`, as `--tasks` names it.
+    pub benchmark: String,
+    /// The fraction of problems solved at the first try (0.872 for 87.2%).
+    pub pass_at_1: f64,
+    pub source: String,
+    /// When it was published.
+    pub published: String,
 }
 
 /// Token counts as a provider would bill them.
@@ -76,6 +92,11 @@ pub struct Billed {
 }
 
 impl CloudPrice {
+    /// Its published score on `benchmark`, if the table has one.
+    pub fn score(&self, benchmark: &str) -> Option<&Score> {
+        self.scores.iter().find(|s| s.benchmark == benchmark)
+    }
+
     pub fn base_rates(&self) -> Rates {
         Rates { input: self.input, cached_input: self.cached_input, output: self.output, cache_write: self.cache_write }
     }
@@ -224,6 +245,9 @@ impl PriceTable {
                 }
             }
             self.rate(&m.currency).map_err(|e| format!("model `{}`: {e}", m.id))?;
+            if let Some(sc) = m.scores.iter().find(|sc| !(sc.pass_at_1 > 0.0 && sc.pass_at_1 <= 1.0)) {
+                return Err(format!("model `{}`: score `{}` must have a pass_at_1 in (0, 1], got {}", m.id, sc.benchmark, sc.pass_at_1));
+            }
         }
         for id in &self.compare {
             if self.model(id).is_none() {
