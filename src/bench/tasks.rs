@@ -209,8 +209,13 @@ pub fn run(
                 }
                 match complete(&engine, &problems[p], sample, settings, context, &meter) {
                     Ok((completion, prompt_tokens, generated)) => {
-                        let passed = problems[p].check(sandbox, &completion, &settings.limits).passed;
-                        results.lock().unwrap_or_else(|e| e.into_inner()).push(Done { problem: p, passed, prompt_tokens, generated });
+                        let run = problems[p].check(sandbox, &completion, &settings.limits);
+                        // The sandbox failing is not the code failing: stop rather than miscount.
+                        if let Some(e) = run.sandbox_error {
+                            *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{}: the sandbox failed: {e}", problems[p].task_id()));
+                            return;
+                        }
+                        results.lock().unwrap_or_else(|e| e.into_inner()).push(Done { problem: p, passed: run.passed, prompt_tokens, generated });
                         progress(finished.fetch_add(1, Ordering::SeqCst) + 1, jobs.len(), problems[p].task_id());
                     }
                     Err(e) => *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{}: {e}", problems[p].task_id())),
