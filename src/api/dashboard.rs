@@ -121,6 +121,20 @@ fn labels<'a>(out: &mut String, keys: impl ExactSizeIterator<Item = &'a str>, x:
 }
 
 /// The whole page.
+/// A section of bars: local against the first comparator's cost for each group of `by`.
+fn cost_section(out: &mut String, id: &str, noun: &str, by: &Summary, vs: &str, cur: &str) {
+    let keys: Vec<String> = by.groups.iter().map(|g| if g.key.is_empty() { "(unnamed)".into() } else { g.key.clone() }).collect();
+    let local: Vec<f64> = by.groups.iter().map(|g| g.local).collect();
+    let cloud: Vec<f64> = by.groups.iter().map(|g| g.cloud.first().map_or(0.0, |c| c.amount)).collect();
+    let _ = write!(
+        out,
+        r##"<section id="{id}"><h2>Local against {} cost per {noun} ({cur})</h2><div class="legend"><span style="background:{LOCAL}"></span>local<span style="background:{CLOUD}"></span>{}</div>{}</section>"##,
+        esc(vs),
+        esc(vs),
+        bars(&format!("local and cloud cost per {noun}"), &keys, &[(LOCAL, local), (CLOUD, cloud)])
+    );
+}
+
 pub fn page(days: &Summary, models: &Summary, instances: &Summary) -> String {
     let cur = &days.currency;
     let vs = days.vs.as_deref().unwrap_or("the cloud");
@@ -135,9 +149,6 @@ pub fn page(days: &Summary, models: &Summary, instances: &Summary) -> String {
         .collect();
     let day_keys: Vec<String> = days.groups.iter().map(|g| g.key.clone()).collect();
     let requests: Vec<f64> = days.groups.iter().map(|g| g.totals.requests as f64).collect();
-    let model_keys: Vec<String> = models.groups.iter().map(|g| g.key.clone()).collect();
-    let local: Vec<f64> = models.groups.iter().map(|g| g.local).collect();
-    let cloud: Vec<f64> = models.groups.iter().map(|g| g.cloud.first().map_or(0.0, |c| c.amount)).collect();
     let t = &days.total;
     let rates: String = days.rates.iter().map(|(c, r)| format!("; 1 {c} = {r} {cur}")).collect();
     let mut out = String::new();
@@ -161,25 +172,10 @@ Amounts in {cur}{rates}.</p>"##,
     );
     let _ = write!(out, r##"<section id="cumulative"><h2>Cumulative savings against {} ({cur})</h2>{}</section>"##, esc(vs), line("cumulative savings", &cumulative, SAVED));
     let _ = write!(out, r##"<section id="requests"><h2>Requests per day</h2>{}</section>"##, bars("requests per day", &day_keys, &[(REQUESTS, requests)]));
-    let _ = write!(
-        out,
-        r##"<section id="per-model"><h2>Local against {} cost per model ({cur})</h2><div class="legend"><span style="background:{LOCAL}"></span>local<span style="background:{CLOUD}"></span>{}</div>{}</section>"##,
-        esc(vs),
-        esc(vs),
-        bars("local and cloud cost per model", &model_keys, &[(LOCAL, local), (CLOUD, cloud)])
-    );
+    cost_section(&mut out, "per-model", "model", models, vs, cur);
     // A fleet sharing one ledger: each server's share.
     if instances.groups.len() > 1 {
-        let keys: Vec<String> = instances.groups.iter().map(|g| if g.key.is_empty() { "(unnamed)".into() } else { g.key.clone() }).collect();
-        let local: Vec<f64> = instances.groups.iter().map(|g| g.local).collect();
-        let cloud: Vec<f64> = instances.groups.iter().map(|g| g.cloud.first().map_or(0.0, |c| c.amount)).collect();
-        let _ = write!(
-            out,
-            r##"<section id="per-instance"><h2>Local against {} cost per server ({cur})</h2><div class="legend"><span style="background:{LOCAL}"></span>local<span style="background:{CLOUD}"></span>{}</div>{}</section>"##,
-            esc(vs),
-            esc(vs),
-            bars("local and cloud cost per server", &keys, &[(LOCAL, local), (CLOUD, cloud)])
-        );
+        cost_section(&mut out, "per-instance", "server", instances, vs, cur);
     }
     out.push_str("</body></html>\n");
     out

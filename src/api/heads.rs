@@ -109,11 +109,7 @@ impl<S> Checked<S> {
                             self.out.extend_from_slice(&head[..n]);
                             self.phase = next;
                             // What follows the head goes round again.
-                            self.head = head[n..].to_vec();
-                            if !self.head.is_empty() {
-                                let rest = std::mem::take(&mut self.head);
-                                self.feed(&rest);
-                            }
+                            self.feed(&head[n..]);
                         }
                         Err(rejection) => {
                             self.out.extend_from_slice(&rejection.as_request());

@@ -27,12 +27,9 @@ pub(crate) fn run(model: Model, cfg: EngineConfig, energy: EnergyMeter, rx: Rece
             for seq in s.running.drain(..) {
                 seq.fail(STOPPING);
             }
-            while let Ok(job) = rx.try_recv() {
-                s.stats.queued.fetch_sub(1, Ordering::SeqCst);
-                let _ = job.tx.send(Event::Error { index: 0, message: STOPPING.into() });
-            }
             s.publish();
-            // Later requests (there should be none: the listener has stopped) fail the same way.
+            // Waiting requests, one per turn, and later ones (there should be none: the listener
+            // has stopped) fail the same way.
             match rx.recv_timeout(std::time::Duration::from_millis(100)) {
                 Ok(job) => {
                     s.stats.queued.fetch_sub(1, Ordering::SeqCst);
