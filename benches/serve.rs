@@ -132,7 +132,7 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hearth_url = format!("http://{}", listener.local_addr().unwrap());
     let app = router(AppState::with_engine(ServeConfig::default(), engine));
-    tokio::spawn(hearth::api::serve(listener, app, hearth::api::Limits::default(), std::future::pending()));
+    tokio::spawn(hearth::api::serve(listener, app, hearth::api::Limits::default(), std::future::pending(), || {}));
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
