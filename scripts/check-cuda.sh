@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The CUDA checks, in one run on a machine with an NVIDIA GPU (a few minutes; no network needed):
 # takes the binary scripts/build-cuda.sh made (target/cuda-dist/hearth.xz, carried compressed),
-# generates random-weight models with real shapes (scripts/synth-gguf.py, numpy) and quantizes
-# them with `hearth quantize`, then
+# generates random-weight models with real shapes (`hearth synth`, F16) and quantizes them with
+# `hearth quantize`, then
 #   1. perplexity on CPU and on CUDA (with hearth's CUDA kernels and without) for every type;
 #   2. greedy text on CPU and CUDA;
 #   3. `hearth speed` on CUDA at real sizes, kernels on and off, and the 135M shape against the CPU;
 #   4. a server on CUDA: 1, 4 and 8 concurrent greedy streams, texts compared with each alone.
 # HEARTH_CUDA_INVARIANT=1 rows: matmuls in groups of 4 rows, batch-invariant (kernels/cuda).
 # Writes report.txt and logs to $OUT (or target/check-cuda). Needs the CUDA driver, the CUDA 13
-# runtime libraries (cuBLAS, cuRAND, NVRTC: the pip packages PyTorch brings are found) and numpy.
+# runtime libraries (cuBLAS, cuRAND, NVRTC: the pip packages PyTorch brings are found).
 #
 #   scripts/check-cuda.sh [quick]     # quick: correctness only, no speed or server runs
 set -uo pipefail
@@ -59,7 +59,7 @@ EOF
 
 # Models: random weights, real shapes; F16 first, then each type by hearth's quantizer.
 gen() {  # shape
-  [ -f "$work/$1-F16.gguf" ] || python3 scripts/synth-gguf.py "$1" "$work/$1-F16.gguf"
+  [ -f "$work/$1-F16.gguf" ] || "$bin" synth "$1" "$work/$1-F16.gguf" --type F16 >/dev/null
 }
 quant() {  # shape type
   [ -f "$work/$1-$2.gguf" ] || "$bin" quantize "$work/$1-F16.gguf" "$work/$1-$2.gguf" --type "$2" >/dev/null 2>>"$out/quantize.log" \

@@ -15,7 +15,7 @@ use hearth::model::quantize::{dequantize, encode, plan, quantize, Target};
 use hearth::model::Model;
 
 fn types(file: &GgufFile, target: Target) -> BTreeMap<String, &'static str> {
-    plan(file, target).into_iter().map(|c| (c.name, c.to.name())).collect()
+    plan(&file.tensors, target).into_iter().map(|c| (c.name, c.to.name())).collect()
 }
 
 fn synth_file(dir: &std::path::Path, name: &str, adjust: impl FnOnce(&mut common::synth::Synth)) -> GgufFile {
@@ -63,13 +63,13 @@ fn rows_that_do_not_fit_256_fall_back_as_llama_cpp_does() {
         s.n_kv_head = 1;
         s.d_model = 320;
     });
-    let choices = plan(&file, Target::Q4KM);
+    let choices = plan(&file.tensors, Target::Q4KM);
     let get = |n: &str| choices.iter().find(|c| c.name == n).unwrap();
     assert_eq!((get("blk.1.attn_q.weight").to.name(), get("blk.1.attn_q.weight").fallback), ("Q5_0", true));
     assert_eq!(get("blk.0.attn_v.weight").to.name(), "Q8_0", "Q6_K falls back to Q8_0");
     assert_eq!(get("output.weight").to.name(), "Q8_0");
     assert_eq!((get("blk.1.ffn_down.weight").to.name(), get("blk.1.ffn_down.weight").fallback), ("Q4_K", false), "512 columns fit");
-    let q5 = plan(&file, Target::Q5KM);
+    let q5 = plan(&file.tensors, Target::Q5KM);
     assert_eq!(q5.iter().find(|c| c.name == "blk.1.attn_q.weight").unwrap().to.name(), "Q5_1");
 }
 

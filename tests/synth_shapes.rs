@@ -1,8 +1,6 @@
-//! `scripts/synth-gguf.py` (the random-weight models with real shapes that the speed work and
+//! `hearth synth` (the random-weight models with real shapes that the speed work and
 //! `scripts/check-cuda.sh` measure on) writes files hearth loads, quantizes and runs, with the
-//! real model's hyper-parameters; numpy, pinned, is installed from PyPI by this test.
-
-mod common;
+//! real model's hyper-parameters and llama.cpp's per-tensor types.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,17 +8,8 @@ use std::process::Command;
 use hearth::model::arch::ModelSpec;
 use hearth::model::gguf::GgufFile;
 
-const NUMPY: &str = "numpy==2.4.6";
-
-fn synth(shape: &str, layers: usize, out: &Path) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/synth-gguf.py");
-    let o = Command::new("python3")
-        .arg(script)
-        .args([shape, out.to_str().unwrap(), "--layers", &layers.to_string()])
-        .env("PYTHONPATH", common::python_package(NUMPY))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "synth-gguf.py {shape}: {}", String::from_utf8_lossy(&o.stderr));
+fn synth(shape: &str, layers: usize, ty: &str, out: &Path) {
+    hearth(&["synth", shape, out.to_str().unwrap(), "--layers", &layers.to_string(), "--type", ty, "--force"]);
 }
 
 fn hearth(args: &[&str]) -> String {
@@ -41,7 +30,7 @@ fn random_weight_files_have_real_shapes_and_run() {
     ];
     for (shape, arch, d, heads, kv, hd, ff, vocab) in shapes {
         let f16 = dir.path().join(format!("{shape}.gguf"));
-        synth(shape, 1, &f16);
+        synth(shape, 1, "F16", &f16);
         let spec = ModelSpec::from_gguf(&GgufFile::open(&f16).unwrap()).unwrap();
         assert_eq!(spec.arch.gguf_name(), arch, "{shape}");
         assert_eq!(
@@ -55,10 +44,34 @@ fn random_weight_files_have_real_shapes_and_run() {
         std::fs::remove_file(&f16).unwrap();
     }
     // The full SmolLM2 shape, quantized as users' files are, answers like any model.
-    let f16 = dir.path().join("smollm2.gguf");
-    synth("smollm2-135m", 30, &f16);
     let q = dir.path().join("smollm2-q4_k_m.gguf");
-    hearth(&["quantize", f16.to_str().unwrap(), q.to_str().unwrap(), "--type", "Q4_K_M"]);
+    synth("smollm2-135m", 30, "Q4_K_M", &q);
     let text = hearth(&["run", "-m", q.to_str().unwrap(), "--temperature", "0", "--max-tokens", "8", "def f(x):"]);
     assert!(!text.is_empty());
+}
+
+#[test]
+fn synth_writes_llama_cpp_types_and_the_same_file_for_the_same_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (dir.path().join("a.gguf"), dir.path().join("b.gguf"), dir.path().join("c.gguf"));
+    synth("qwen2.5-coder-0.5b", 2, "Q4_K_M", &a);
+    synth("qwen2.5-coder-0.5b", 2, "Q4_K_M", &b);
+    hearth(&["synth", "qwen2.5-coder-0.5b", c.to_str().unwrap(), "--layers", "2", "--seed", "8"]);
+    let (a, b, c) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), std::fs::read(&c).unwrap());
+    assert!(a == b, "the same seed wrote different files");
+    assert!(a != c && a.len() == c.len(), "another seed writes other weights of the same sizes");
+    let file = GgufFile::open(&dir.path().join("a.gguf")).unwrap();
+    let ty = |name: &str| file.tensor(name).unwrap().ty.name();
+    // llama.cpp's Q4_K_M: the tied embedding's 896-wide rows (not a multiple of 256) at Q8_0,
+    // other 896-wide rows in the 32-block fallback, 4864-wide ones in Q4_K; norms stay F32.
+    assert_eq!(ty("token_embd.weight"), "Q8_0");
+    assert_eq!(ty("blk.0.attn_q.weight"), "Q5_0");
+    assert_eq!(ty("blk.0.attn_norm.weight"), "F32");
+    assert_eq!(ty("blk.0.ffn_down.weight"), "Q4_K");
+    assert!(file.metadata.get("general.file_type").is_some());
+    // Refusals name what is wrong.
+    let o = Command::new(env!("CARGO_BIN_EXE_hearth")).args(["synth", "qwen9", "x.gguf"]).output().unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("qwen2.5-coder-1.5b"));
+    let o = Command::new(env!("CARGO_BIN_EXE_hearth")).args(["synth", "qwen2.5-coder-0.5b", dir.path().join("a.gguf").to_str().unwrap()]).output().unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--force"));
 }

@@ -136,7 +136,7 @@ pub struct BenchArgs {
 }
 
 /// The threads candle computes with (`RAYON_NUM_THREADS`, pinned at start-up).
-fn threads() -> usize {
+pub(super) fn threads() -> usize {
     candle_core::utils::get_num_threads()
 }
 
@@ -203,7 +203,7 @@ pub fn perplexity(args: &PerplexityArgs) -> Result<()> {
     Ok(())
 }
 
-fn bar(len: u64, template: &str) -> ProgressBar {
+pub(super) fn bar(len: u64, template: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
     bar

@@ -1,11 +1,12 @@
 //! The `hearth` command line: clap's types for the shared arguments, loading the model a command
-//! names, and one file per subcommand (run, serve, costs, catalog, measure).
+//! names, and one file per subcommand (run, serve, costs, catalog, measure, synth).
 
 mod catalog;
 mod costs;
 mod measure;
 mod run;
 mod serve;
+mod synth;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -49,6 +50,10 @@ enum Command {
     /// Compare variants of a model: size, speed, memory, quality against the highest-precision
     /// one, and local cost per 1M generated tokens against cloud prices.
     Bench(measure::BenchArgs),
+    /// Write a random-weight GGUF file with the exact shapes and metadata of a real model
+    /// (Qwen2.5-Coder, Llama 3.2, Phi-3, Gemma 3), quantized as users' files are: for speed and
+    /// memory measurements at real sizes.
+    Synth(synth::SynthArgs),
 }
 
 /// Runs the command the line names.
@@ -62,6 +67,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Speed(args) => measure::speed(&args),
         Command::Quantize(args) => measure::quantize(&args),
         Command::Bench(args) => measure::bench(&args),
+        Command::Synth(args) => synth::synth(&args),
         Command::Costs(args) => costs::costs(&args),
     }
 }

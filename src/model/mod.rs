@@ -15,6 +15,7 @@ pub mod prompt;
 pub mod quantize;
 pub mod tensor_type;
 pub mod spm;
+pub mod synth;
 pub mod tokenizer;
 pub mod tools;
 pub mod weights;

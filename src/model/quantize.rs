@@ -135,17 +135,17 @@ fn layer(name: &str) -> Option<usize> {
     name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
 }
 
-/// The type of every tensor of `file` under `target`, in file order. llama.cpp visits tensors
+/// The type of every tensor of a file under `target`, in file order. llama.cpp visits tensors
 /// sorted by layer, so its per-layer counters are the layer number, which is what is used here.
-pub fn plan(file: &GgufFile, target: Target) -> Vec<Choice> {
-    let tied = file.tensor("output.weight").is_none();
+pub fn plan(tensors: &[TensorInfo], target: Target) -> Vec<Choice> {
+    let tied = !tensors.iter().any(|t| t.name == "output.weight");
     let is_attn_v = |n: &str| n.contains("attn_v.weight") || n.contains("attn_qkv.weight");
-    let n_attn_v = file.tensors.iter().filter(|t| is_attn_v(&t.name)).count();
-    let n_ffn_down = file.tensors.iter().filter(|t| t.name.contains("ffn_down")).count();
+    let n_attn_v = tensors.iter().filter(|t| is_attn_v(&t.name)).count();
+    let n_ffn_down = tensors.iter().filter(|t| t.name.contains("ffn_down")).count();
     let (mut i_attn_v, mut i_ffn_down) = (0, 0);
     let base = target.base();
     let mix = target.mix().is_some();
-    file.tensors
+    tensors
         .iter()
         .map(|t| {
             let cols = *t.dims.last().expect("tensors have dimensions");
@@ -262,31 +262,46 @@ pub fn quantize(
     out: &Path,
     target: Target,
     threads: usize,
-    mut progress: impl FnMut(usize, usize, &str),
+    progress: impl FnMut(usize, usize, &str),
 ) -> Result<Report, ModelError> {
-    let choices = plan(file, target);
+    let choices = plan(&file.tensors, target);
+    let out_bytes = write(out, &file.metadata, target, &choices, progress, |i, c| {
+        let info = &file.tensors[i];
+        if c.to == c.from {
+            return Ok(file.tensor_bytes(info).to_vec());
+        }
+        let values = dequantize(file, info)?.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(|e| candle("decoding", e))?;
+        encode(&values, *c.dims.last().expect("tensors have dimensions"), c.to.ggml_dtype().expect("planned types are supported"), threads)
+    })?;
+    let in_bytes = file.tensors.iter().map(|t| t.size).sum();
+    Ok(Report { choices, in_bytes, out_bytes })
+}
+
+/// Writes a GGUF file of `metadata` (stamped with `target`'s file type) and the planned tensors,
+/// whose bytes `data` gives one at a time in plan order; returns the bytes of tensor data written.
+pub fn write(
+    out: &Path,
+    metadata: &std::collections::BTreeMap<String, Value>,
+    target: Target,
+    choices: &[Choice],
+    mut progress: impl FnMut(usize, usize, &str),
+    mut data: impl FnMut(usize, &Choice) -> Result<Vec<u8>, ModelError>,
+) -> Result<usize, ModelError> {
     let planned: Vec<PlannedTensor> =
         choices.iter().map(|c| PlannedTensor { name: c.name.clone(), dims: c.dims.clone(), ty: c.to }).collect();
-    let mut metadata = file.metadata.clone();
+    let mut metadata = metadata.clone();
     metadata.insert("general.file_type".into(), Value::U32(target.file_type()));
     metadata.insert("general.quantization_version".into(), Value::U32(2));
     let io = |e: std::io::Error| ModelError::Input(format!("writing {}: {e}", out.display()));
     let mut w = GgufWriter::create(out, &metadata, &planned).map_err(io)?;
     let mut out_bytes = 0;
-    for (i, (c, info)) in choices.iter().zip(&file.tensors).enumerate() {
+    for (i, c) in choices.iter().enumerate() {
         progress(i, choices.len(), &c.name);
-        let data = if c.to == c.from {
-            file.tensor_bytes(info).to_vec()
-        } else {
-            let values = dequantize(file, info)?.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(|e| candle("decoding", e))?;
-            let cols = *c.dims.last().expect("tensors have dimensions");
-            encode(&values, cols, c.to.ggml_dtype().expect("planned types are supported"), threads)?
-        };
-        out_bytes += data.len();
-        w.tensor(&data).map_err(io)?;
+        let bytes = data(i, c)?;
+        out_bytes += bytes.len();
+        w.tensor(&bytes).map_err(io)?;
     }
     progress(choices.len(), choices.len(), "");
     w.finish().map_err(io)?;
-    let in_bytes = file.tensors.iter().map(|t| t.size).sum();
-    Ok(Report { choices, in_bytes, out_bytes })
+    Ok(out_bytes)
 }
