@@ -13,7 +13,11 @@
 //! |------|--------|-----------|--------------------|----------------|---------------------|
 //! | Q4_K | 0      | 32        | 64 (12 bytes)      | —              | 256 (128 bytes)     |
 //! | Q5_K | 0      | 32        | 64 (12 bytes)      | 256 (32 bytes) | 768 (128 bytes)     |
-//! | Q6_K | 0      | —         | 32 (16 bytes)      | 2336 (64 bytes)| 288 (128 bytes)     |
+//! | Q6_K | 0      | —         | 32 (16 bytes)      | 288 + 1536 h   | 800 + 1536 h + 512 s|
+//!
+//! Q6_K's halves (128 values, h = 0, 1) each keep their `qh` stretch and their two `ql` stretches
+//! (s = 0, 1) together, in the order the kernel reads them, so one decode step streams each half
+//! forward through memory (the hardware prefetcher follows a forward stream, not jumps back).
 
 use candle_core::quantized::k_quants::{BlockQ4K, BlockQ5K, BlockQ6K, GgmlType};
 
@@ -33,8 +37,14 @@ pub mod at {
     pub const Q5K_QS: usize = 768;
     /// Q6_K: the 16 signed 8-bit scales (one per 16 values).
     pub const Q6K_SCALES: usize = 32;
-    pub const Q6K_QL: usize = 288;
-    pub const Q6K_QH: usize = 2336;
+    /// Q6_K's `qh` stretch of half `h` (the top bits of values 128h..128h + 128).
+    pub const fn q6k_qh(h: usize) -> usize {
+        288 + 1536 * h
+    }
+    /// Q6_K's `ql` stretch `s` (0–3: low nibbles of half s / 2, then high), after its half's `qh`.
+    pub const fn q6k_ql(s: usize) -> usize {
+        q6k_qh(s / 2) + 512 * (1 + s % 2)
+    }
 }
 
 /// Byte `x` of a lane-run field at `base`, row `r`.
@@ -67,8 +77,8 @@ fn place(kind: Kind, i: usize, r: usize) -> usize {
         },
         // ql[128], qh[64], scales[16], d
         Kind::Q6K => match i {
-            0..128 => lanes(at::Q6K_QL, i, r),
-            128..192 => lanes(at::Q6K_QH, i - 128, r),
+            0..128 => lanes(at::q6k_ql(i / 32), i % 32, r),
+            128..192 => lanes(at::q6k_qh((i - 128) / 32), (i - 128) % 32, r),
             192..208 => lanes(at::Q6K_SCALES, i - 192, r),
             _ => halves(0, i - 208, r),
         },

@@ -124,25 +124,17 @@ unsafe fn shift(x: __m512i, by: i32) -> __m512i {
 unsafe fn block_q45<const FIFTH: bool, const R: usize>(p: *const u8, a: &KActs, first: usize, stride: usize, acc: &mut [__m512; R]) {
     let (sc, mn) = scales_and_mins(p);
     let (d, dmin) = (halves(p), halves(p.add(at::DMIN)));
-    let qs = p.add(if FIFTH { at::Q5K_QS } else { at::Q4K_QS });
-    let (low, bit4) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x10));
     let mut isum = [_mm512_setzero_si512(); R];
-    for j in 0..SUBS {
-        let mut ops = [_mm512_setzero_si512(); 8];
-        for (g, op) in ops.iter_mut().enumerate() {
-            let x = _mm512_loadu_si512(qs.add(512 * (j / 2) + 64 * g) as *const _);
-            *op = _mm512_and_si512(if j % 2 == 0 { x } else { _mm512_srli_epi16::<4>(x) }, low);
-            if FIFTH {
-                let h = _mm512_loadu_si512(p.add(at::Q5K_QH + 64 * g) as *const _);
-                // op | (bit j of each byte, moved to bit 4)
-                *op = _mm512_ternarylogic_epi32::<0xEA>(shift(h, 4 - j as i32), bit4, *op);
-            }
-        }
-        for (r, isum) in isum.iter_mut().enumerate() {
-            let y = a.qs.get_unchecked(first + r * stride + j).as_ptr() as *const i32;
-            *isum = _mm512_add_epi32(*isum, _mm512_mullo_epi32(dot(&ops, y, _mm512_setzero_si512()), sc[j]));
-        }
-    }
+    // Sub-blocks one by one with `J` a constant, so which nibble and which fifth bit each takes
+    // is decided at compile time rather than by branches in the loop.
+    sub_q45::<FIFTH, 0, R>(p, a, first, stride, sc[0], &mut isum);
+    sub_q45::<FIFTH, 1, R>(p, a, first, stride, sc[1], &mut isum);
+    sub_q45::<FIFTH, 2, R>(p, a, first, stride, sc[2], &mut isum);
+    sub_q45::<FIFTH, 3, R>(p, a, first, stride, sc[3], &mut isum);
+    sub_q45::<FIFTH, 4, R>(p, a, first, stride, sc[4], &mut isum);
+    sub_q45::<FIFTH, 5, R>(p, a, first, stride, sc[5], &mut isum);
+    sub_q45::<FIFTH, 6, R>(p, a, first, stride, sc[6], &mut isum);
+    sub_q45::<FIFTH, 7, R>(p, a, first, stride, sc[7], &mut isum);
     for (r, acc) in acc.iter_mut().enumerate() {
         let kb = (first + r * stride) / SUBS;
         let bs = a.bsums.get_unchecked(kb);
@@ -153,6 +145,29 @@ unsafe fn block_q45<const FIFTH: bool, const R: usize>(p: *const u8, a: &KActs, 
         let da = _mm512_set1_ps(*a.d.get_unchecked(kb));
         *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r]), _mm512_mul_ps(d, da), *acc);
         *acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(dmin, da), *acc);
+    }
+}
+
+/// Sub-block `J` of a Q4_K / Q5_K panel block times the tile's rows, times its scales `sc`,
+/// added to `isum`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn sub_q45<const FIFTH: bool, const J: usize, const R: usize>(p: *const u8, a: &KActs, first: usize, stride: usize, sc: __m512i, isum: &mut [__m512i; R]) {
+    let qs = p.add(if FIFTH { at::Q5K_QS } else { at::Q4K_QS } + 512 * (J / 2));
+    let (low, bit4) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x10));
+    let mut ops = [_mm512_setzero_si512(); 8];
+    for (g, op) in ops.iter_mut().enumerate() {
+        let x = _mm512_loadu_si512(qs.add(64 * g) as *const _);
+        *op = _mm512_and_si512(if J % 2 == 0 { x } else { _mm512_srli_epi16::<4>(x) }, low);
+        if FIFTH {
+            let h = _mm512_loadu_si512(p.add(at::Q5K_QH + 64 * g) as *const _);
+            // op | (bit J of each byte, moved to bit 4)
+            *op = _mm512_ternarylogic_epi32::<0xEA>(shift(h, 4 - J as i32), bit4, *op);
+        }
+    }
+    for (r, isum) in isum.iter_mut().enumerate() {
+        let y = a.qs.get_unchecked(first + r * stride + J).as_ptr() as *const i32;
+        *isum = _mm512_add_epi32(*isum, _mm512_mullo_epi32(dot(&ops, y, _mm512_setzero_si512()), sc));
     }
 }
 
@@ -191,35 +206,51 @@ impl Layout for Q6K {
     unsafe fn block<const R: usize>(p: *const u8, a: &KActs, first: usize, stride: usize, acc: &mut [__m512; R]) {
         let d = halves(p);
         let sv = [0, 1, 2, 3].map(|i| _mm512_loadu_si512(p.add(at::Q6K_SCALES + 64 * i) as *const _));
-        // Signed byte s of each row's scales, sign-extended.
-        let scale = |s: usize| _mm512_srai_epi32::<24>(_mm512_sllv_epi32(sv[s / 4], _mm512_set1_epi32(24 - 8 * (s as i32 % 4))));
-        let (low, top2) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
         let mut isum = [_mm512_setzero_si512(); R];
-        for j in 0..SUBS {
-            let (half, q) = (j / 4, j % 4);
-            let (sa, sb) = (scale(8 * half + 2 * q), scale(8 * half + 2 * q + 1));
-            let ql = p.add(at::Q6K_QL + 512 * (2 * half + q % 2));
-            let qh = p.add(at::Q6K_QH + 512 * half);
-            let mut ops = [_mm512_setzero_si512(); 8];
-            for (g, op) in ops.iter_mut().enumerate() {
-                let l = _mm512_loadu_si512(ql.add(64 * g) as *const _);
-                let l = _mm512_and_si512(if q < 2 { l } else { _mm512_srli_epi16::<4>(l) }, low);
-                let h = _mm512_loadu_si512(qh.add(64 * g) as *const _);
-                // l | (bits 2q, 2q + 1 of each qh byte, moved to bits 4, 5)
-                *op = _mm512_ternarylogic_epi32::<0xEA>(shift(h, 4 - 2 * q as i32), top2, l);
-            }
-            for (r, isum) in isum.iter_mut().enumerate() {
-                let at = first + r * stride;
-                let y = a.qs.get_unchecked(at + j).as_ptr() as *const i32;
-                let bs = a.bsums.get_unchecked(at / SUBS);
-                let ia = dot(&ops[..4], y, _mm512_set1_epi32(-32 * bs[2 * j]));
-                let ib = dot(&ops[4..], y.add(4), _mm512_set1_epi32(-32 * bs[2 * j + 1]));
-                *isum = _mm512_add_epi32(*isum, _mm512_add_epi32(_mm512_mullo_epi32(ia, sa), _mm512_mullo_epi32(ib, sb)));
-            }
-        }
+        // One sub-block at a time with `J` a constant (see `block_q45`), in the order their
+        // bytes lie in memory (sub-blocks j and j + 2 share a `ql` stretch); integer sums in
+        // any order are the same sums.
+        sub_q6::<0, R>(p, a, first, stride, &sv, &mut isum);
+        sub_q6::<2, R>(p, a, first, stride, &sv, &mut isum);
+        sub_q6::<1, R>(p, a, first, stride, &sv, &mut isum);
+        sub_q6::<3, R>(p, a, first, stride, &sv, &mut isum);
+        sub_q6::<4, R>(p, a, first, stride, &sv, &mut isum);
+        sub_q6::<6, R>(p, a, first, stride, &sv, &mut isum);
+        sub_q6::<5, R>(p, a, first, stride, &sv, &mut isum);
+        sub_q6::<7, R>(p, a, first, stride, &sv, &mut isum);
         for (r, acc) in acc.iter_mut().enumerate() {
             let da = _mm512_set1_ps(*a.d.get_unchecked((first + r * stride) / SUBS));
             *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r]), _mm512_mul_ps(d, da), *acc);
         }
+    }
+}
+
+/// Sub-block `J` of a Q6_K panel block (scales `sv`, 16 rows' 16 bytes as four vectors) times the
+/// tile's rows, added to `isum`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn sub_q6<const J: usize, const R: usize>(p: *const u8, a: &KActs, first: usize, stride: usize, sv: &[__m512i; 4], isum: &mut [__m512i; R]) {
+    let (half, q) = (J / 4, J % 4);
+    // Signed byte s of each row's scales, sign-extended.
+    let scale = |s: usize| _mm512_srai_epi32::<24>(_mm512_sllv_epi32(sv[s / 4], _mm512_set1_epi32(24 - 8 * (s as i32 % 4))));
+    let (sa, sb) = (scale(8 * half + 2 * q), scale(8 * half + 2 * q + 1));
+    let (low, top2) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
+    let ql = p.add(at::q6k_ql(2 * half + q % 2));
+    let qh = p.add(at::q6k_qh(half));
+    let mut ops = [_mm512_setzero_si512(); 8];
+    for (g, op) in ops.iter_mut().enumerate() {
+        let l = _mm512_loadu_si512(ql.add(64 * g) as *const _);
+        let l = _mm512_and_si512(if q < 2 { l } else { _mm512_srli_epi16::<4>(l) }, low);
+        let h = _mm512_loadu_si512(qh.add(64 * g) as *const _);
+        // l | (bits 2q, 2q + 1 of each qh byte, moved to bits 4, 5)
+        *op = _mm512_ternarylogic_epi32::<0xEA>(shift(h, 4 - 2 * q as i32), top2, l);
+    }
+    for (r, isum) in isum.iter_mut().enumerate() {
+        let at = first + r * stride;
+        let y = a.qs.get_unchecked(at + J).as_ptr() as *const i32;
+        let bs = a.bsums.get_unchecked(at / SUBS);
+        let ia = dot(&ops[..4], y, _mm512_set1_epi32(-32 * bs[2 * J]));
+        let ib = dot(&ops[4..], y.add(4), _mm512_set1_epi32(-32 * bs[2 * J + 1]));
+        *isum = _mm512_add_epi32(*isum, _mm512_add_epi32(_mm512_mullo_epi32(ia, sa), _mm512_mullo_epi32(ib, sb)));
     }
 }
