@@ -221,7 +221,8 @@ fn panels_of_several_weights_in_one_pass_equal_each_alone() {
         .into_iter()
         .map(|(ty, n)| panels(&QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap(), ty).unwrap()))
         .collect();
-    for m in [1, 3, 8, 13] {
+    // 16 rows and more decode each K-quant panel once for all tiles (`vnni_k::decoded`).
+    for m in [1, 3, 8, 13, 16, 24] {
         let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
         let refs: Vec<&Packed> = ws.iter().collect();
         let many = Packed::matmul_many(&refs, &x).unwrap();

@@ -104,6 +104,9 @@ pub(super) trait Layout {
     const BLOCK: usize;
     /// The quantized activations it meets.
     type Acts;
+    /// Whether tiles ask for the blocks ahead (weights streamed from memory; not a K-quant
+    /// panel already decoded into this thread's cache, see `vnni_k::panel`).
+    const PREFETCH: bool = true;
     /// Adds panel block `p` times the tile's rows to `acc`: row `r`'s first 32 activation
     /// values of the block are the `first + r * stride`-th 32 of the activations.
     unsafe fn block<const R: usize>(p: *const u8, a: &Self::Acts, first: usize, stride: usize, acc: &mut [__m512; R]);
@@ -242,6 +245,15 @@ impl<L: Small> Layout for L {
     }
 }
 
+/// Asks for the `bytes` that lie [`PREFETCH_AHEAD`] past panel block `p`, into L2.
+#[target_feature(enable = "sse")]
+#[inline]
+pub(super) unsafe fn prefetch_ahead(p: *const u8, bytes: usize) {
+    for line in (0..bytes).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(PREFETCH_AHEAD + line) as *const i8);
+    }
+}
+
 /// Panel `panel` (its blocks at `w`) against activation rows `row0..row0 + R`, writing the first
 /// `lanes` of each row's 16 results to `out` (row `r` at `out + r * ldo`). `stride` is the
 /// activation blocks (of 32) per row.
@@ -252,8 +264,8 @@ unsafe fn tile<L: Layout, const R: usize>(w: *const u8, bytes: usize, stride: us
     let per_block = L::BLOCK / QK;
     for b in 0..stride / per_block {
         let p = w.add(b * bytes);
-        for line in (0..bytes).step_by(64) {
-            _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(PREFETCH_AHEAD + line) as *const i8);
+        if L::PREFETCH {
+            prefetch_ahead(p, bytes);
         }
         L::block::<R>(p, a, row0 * stride + b * per_block, stride, &mut acc);
     }
@@ -267,12 +279,27 @@ unsafe fn tile<L: Layout, const R: usize>(w: *const u8, bytes: usize, stride: us
 /// # Safety
 /// `out` must hold `m * n` floats, and nothing else may write panel p's columns meanwhile.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn panel<L: Layout>(w: &Packed, a: &L::Acts, m: usize, p: usize, out: *mut f32) {
+pub(super) unsafe fn panel<L: Layout>(w: &Packed, a: &L::Acts, m: usize, p: usize, out: *mut f32) {
     let (n, k) = w.dims();
-    let (stride, bytes) = (k / QK, w.panel_bytes());
-    let lanes = if (p + 1) * PANEL <= n { 0xFFFF } else { (1u16 << (n - p * PANEL)) - 1 };
+    let bytes = w.panel_bytes();
     let wp = w.data().as_ptr().add(p * (k / L::BLOCK) * bytes);
-    let o = |row0: usize| out.add(row0 * n + p * PANEL);
+    tiles::<L>(wp, bytes, k / QK, a, m, out.add(p * PANEL), n, live_lanes(n, p));
+}
+
+/// The lanes of panel `p` that hold rows of an `n`-row weight.
+pub(super) fn live_lanes(n: usize, p: usize) -> __mmask16 {
+    if (p + 1) * PANEL <= n {
+        0xFFFF
+    } else {
+        (1u16 << (n - p * PANEL)) - 1
+    }
+}
+
+/// All `m` activation rows against one panel whose blocks lie `bytes` apart from `wp`, in tiles
+/// of [`ROWS`] rows and one of the rest; row `r`'s `lanes` results go to `out + r * n`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn tiles<L: Layout>(wp: *const u8, bytes: usize, stride: usize, a: &L::Acts, m: usize, out: *mut f32, n: usize, lanes: __mmask16) {
+    let o = |row0: usize| out.add(row0 * n);
     let mut row0 = 0;
     while row0 + ROWS <= m {
         tile::<L, ROWS>(wp, bytes, stride, a, row0, o(row0), n, lanes);
@@ -324,9 +351,9 @@ pub unsafe fn matmul_many(ws: &[&Packed], xs: &[f32], m: usize, outs: &mut [Vec<
                     Kind::Q4_1 => panel::<Q4_1>(w, small.as_ref().expect("quantized for this type"), m, p, out),
                     Kind::Q5_0 => panel::<Q5_0>(w, small.as_ref().expect("quantized for this type"), m, p, out),
                     Kind::Q8_0 => panel::<Q8_0>(w, small.as_ref().expect("quantized for this type"), m, p, out),
-                    Kind::Q4K => panel::<super::vnni_k::Q4K>(w, big.as_ref().expect("quantized for this type"), m, p, out),
-                    Kind::Q5K => panel::<super::vnni_k::Q5K>(w, big.as_ref().expect("quantized for this type"), m, p, out),
-                    Kind::Q6K => panel::<super::vnni_k::Q6K>(w, big.as_ref().expect("quantized for this type"), m, p, out),
+                    Kind::Q4K => super::vnni_k::panel::<super::vnni_k::Q4K>(w, big.as_ref().expect("quantized for this type"), m, p, out),
+                    Kind::Q5K => super::vnni_k::panel::<super::vnni_k::Q5K>(w, big.as_ref().expect("quantized for this type"), m, p, out),
+                    Kind::Q6K => super::vnni_k::panel::<super::vnni_k::Q6K>(w, big.as_ref().expect("quantized for this type"), m, p, out),
                 }
             }
         }

@@ -3,17 +3,31 @@
 //! per 16, bit for bit as candle quantizes them), so the products are ggml's: for each 32-value
 //! sub-block eight `vpdpbusd` give 16 rows' exact integer dots (Q6_K's offset of 32 taken out
 //! through the sums per 16), the sub-block scales multiply them as integers, and one conversion
-//! and FMA per block scale the sum into float lanes. Scales unpack once per block for all rows of
-//! a tile, and a row's arithmetic never depends on the other rows of its tile.
+//! and FMA per block scale the sum into float lanes. A row's arithmetic never depends on the
+//! other rows of its tile.
+//!
+//! Few rows (decode steps) unpack each panel block in registers for the rows of a tile. From
+//! `DECODE_FROM` rows on, each panel is first decoded into this thread's scratch (`decoded`:
+//! the 64 `vpdpbusd` operands and the scales of every block, about 5 KiB a block), and every
+//! tile then reads operands and scales with no unpacking: the unpacking is paid once per panel
+//! instead of once per 8 rows. Both give the same integers (sums of exact products, taken in
+//! another order) and the same float steps, so a row gets the same bits either way.
 
 use std::arch::x86_64::*;
 
 use super::kpanels::{at, QK_K};
-use super::vnni::{dot, halves, round_away, Layout};
+use super::vnni::{dot, halves, round_away, Layout, ROWS};
 use super::QK;
+
+mod decoded;
+pub(super) use decoded::panel;
 
 /// Sub-blocks of 32 values per K block.
 const SUBS: usize = QK_K / QK;
+
+/// Activation rows from which a panel is decoded once for all of them: the decoding costs about
+/// one tile's unpacking, so it pays from the second tile on.
+const DECODE_FROM: usize = 2 * ROWS;
 
 pub(super) struct Q4K;
 pub(super) struct Q5K;
@@ -26,6 +40,12 @@ pub(super) struct KActs {
     qs: Vec<[i8; QK]>,
     d: Vec<f32>,
     bsums: Vec<[i32; 16]>,
+    /// Decoded panels only (else empty), per block: −32 × each sum of 16 (Q6_K's offset, the
+    /// starting value of each 16 values' dot).
+    off: Vec<[i32; 16]>,
+    /// Decoded panels only, per block: the sums of each 32 values (|sum| ≤ 32 · 128), read as
+    /// four i16 pairs by `vpdpwssd` against Q4_K's and Q5_K's minimums.
+    sums32: Vec<[i16; 8]>,
 }
 
 /// ggml's `quantize_row_q8_K` as candle writes it: scale −max/127 from the value of largest
@@ -61,7 +81,7 @@ unsafe fn quantize_row(x: &[f32], qs: &mut [[i8; QK]], d: &mut [f32], bsums: &mu
 #[target_feature(enable = "avx512f,avx512bw")]
 pub(super) unsafe fn quantize(xs: &[f32], m: usize, k: usize) -> KActs {
     let (blocks, n) = (k / QK_K, m * (k / QK_K));
-    let mut a = KActs { qs: vec![[0; QK]; n * SUBS], d: vec![0.0; n], bsums: vec![[0; 16]; n] };
+    let mut a = KActs { qs: vec![[0; QK]; n * SUBS], d: vec![0.0; n], bsums: vec![[0; 16]; n], off: Vec::new(), sums32: Vec::new() };
     if m < 8 {
         quantize_row(xs, &mut a.qs, &mut a.d, &mut a.bsums);
         return a;
@@ -80,6 +100,11 @@ pub(super) unsafe fn quantize(xs: &[f32], m: usize, k: usize) -> KActs {
             )
         }
     });
+    if m >= DECODE_FROM {
+        // |sum of 16| ≤ 16 · 128, so the sums of 32 fit i16.
+        a.off = a.bsums.iter().map(|s| s.map(|v| -32 * v)).collect();
+        a.sums32 = a.bsums.iter().map(|s| std::array::from_fn(|j| (s[2 * j] + s[2 * j + 1]) as i16)).collect();
+    }
     a
 }
 
@@ -114,6 +139,63 @@ unsafe fn shift(x: __m512i, by: i32) -> __m512i {
     } else {
         _mm512_srl_epi16(x, _mm_cvtsi32_si128(-by))
     }
+}
+
+/// Q4_K's (`FIFTH` false) or Q5_K's sub-block `j` of panel block `p` as the eight unsigned
+/// operands of `vpdpbusd`: the nibbles are the low (j even) or high halves of the bytes of
+/// stretch `j / 2`, Q5_K's fifth bits bit `j` of each `qh` byte.
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+unsafe fn q45_operands<const FIFTH: bool>(p: *const u8, j: usize) -> [__m512i; 8] {
+    let qs = p.add(if FIFTH { at::Q5K_QS } else { at::Q4K_QS });
+    let (low, bit4) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x10));
+    let mut ops = [_mm512_setzero_si512(); 8];
+    for (g, op) in ops.iter_mut().enumerate() {
+        let x = _mm512_loadu_si512(qs.add(512 * (j / 2) + 64 * g) as *const _);
+        *op = _mm512_and_si512(if j % 2 == 0 { x } else { _mm512_srli_epi16::<4>(x) }, low);
+        if FIFTH {
+            let h = _mm512_loadu_si512(p.add(at::Q5K_QH + 64 * g) as *const _);
+            // op | (bit j of each byte, moved to bit 4)
+            *op = _mm512_ternarylogic_epi32::<0xEA>(shift(h, 4 - j as i32), bit4, *op);
+        }
+    }
+    ops
+}
+
+/// Q6_K's sub-block `j` of panel block `p` (half `j / 4` of the block, quarter `q = j % 4`) as
+/// the eight unsigned operands of `vpdpbusd` (the stored 6 bits, 0–63): the low four bits from
+/// the low (q < 2) or high nibbles of `ql` stretch `2·half + q % 2`, the top two from bits 2q,
+/// 2q + 1 of `qh` stretch `half`.
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+unsafe fn q6k_operands(p: *const u8, j: usize) -> [__m512i; 8] {
+    let (half, q) = (j / 4, j % 4);
+    let ql = p.add(at::q6k_ql(2 * half + q % 2));
+    let qh = p.add(at::q6k_qh(half));
+    let (low, top2) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
+    let mut ops = [_mm512_setzero_si512(); 8];
+    for (g, op) in ops.iter_mut().enumerate() {
+        let l = _mm512_loadu_si512(ql.add(64 * g) as *const _);
+        let l = _mm512_and_si512(if q < 2 { l } else { _mm512_srli_epi16::<4>(l) }, low);
+        let h = _mm512_loadu_si512(qh.add(64 * g) as *const _);
+        // l | (bits 2q, 2q + 1 of each qh byte, moved to bits 4, 5)
+        *op = _mm512_ternarylogic_epi32::<0xEA>(shift(h, 4 - 2 * q as i32), top2, l);
+    }
+    ops
+}
+
+/// Q6_K's 16 signed scales of panel block `p`, four per lane of four vectors (see `q6k_scale`).
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn q6k_scale_bytes(p: *const u8) -> [__m512i; 4] {
+    [0, 1, 2, 3].map(|i| _mm512_loadu_si512(p.add(at::Q6K_SCALES + 64 * i) as *const _))
+}
+
+/// Q6_K's scale `s` (of values 16s..16s + 16) of each row, sign-extended to i32.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn q6k_scale(sv: &[__m512i; 4], s: usize) -> __m512i {
+    _mm512_srai_epi32::<24>(_mm512_sllv_epi32(sv[s / 4], _mm512_set1_epi32(24 - 8 * (s as i32 % 4))))
 }
 
 /// Q4_K (`FIFTH` false) or Q5_K: value = d·scale·q − dmin·min per 32-value sub-block, q the
@@ -153,18 +235,7 @@ unsafe fn block_q45<const FIFTH: bool, const R: usize>(p: *const u8, a: &KActs, 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
 unsafe fn sub_q45<const FIFTH: bool, const J: usize, const R: usize>(p: *const u8, a: &KActs, first: usize, stride: usize, sc: __m512i, isum: &mut [__m512i; R]) {
-    let qs = p.add(if FIFTH { at::Q5K_QS } else { at::Q4K_QS } + 512 * (J / 2));
-    let (low, bit4) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x10));
-    let mut ops = [_mm512_setzero_si512(); 8];
-    for (g, op) in ops.iter_mut().enumerate() {
-        let x = _mm512_loadu_si512(qs.add(64 * g) as *const _);
-        *op = _mm512_and_si512(if J % 2 == 0 { x } else { _mm512_srli_epi16::<4>(x) }, low);
-        if FIFTH {
-            let h = _mm512_loadu_si512(p.add(at::Q5K_QH + 64 * g) as *const _);
-            // op | (bit J of each byte, moved to bit 4)
-            *op = _mm512_ternarylogic_epi32::<0xEA>(shift(h, 4 - J as i32), bit4, *op);
-        }
-    }
+    let ops = q45_operands::<FIFTH>(p, J);
     for (r, isum) in isum.iter_mut().enumerate() {
         let y = a.qs.get_unchecked(first + r * stride + J).as_ptr() as *const i32;
         *isum = _mm512_add_epi32(*isum, _mm512_mullo_epi32(dot(&ops, y, _mm512_setzero_si512()), sc));
@@ -205,7 +276,7 @@ impl Layout for Q6K {
     #[inline]
     unsafe fn block<const R: usize>(p: *const u8, a: &KActs, first: usize, stride: usize, acc: &mut [__m512; R]) {
         let d = halves(p);
-        let sv = [0, 1, 2, 3].map(|i| _mm512_loadu_si512(p.add(at::Q6K_SCALES + 64 * i) as *const _));
+        let sv = q6k_scale_bytes(p);
         let mut isum = [_mm512_setzero_si512(); R];
         // One sub-block at a time with `J` a constant (see `block_q45`), in the order their
         // bytes lie in memory (sub-blocks j and j + 2 share a `ql` stretch); integer sums in
@@ -230,21 +301,8 @@ impl Layout for Q6K {
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
 unsafe fn sub_q6<const J: usize, const R: usize>(p: *const u8, a: &KActs, first: usize, stride: usize, sv: &[__m512i; 4], isum: &mut [__m512i; R]) {
-    let (half, q) = (J / 4, J % 4);
-    // Signed byte s of each row's scales, sign-extended.
-    let scale = |s: usize| _mm512_srai_epi32::<24>(_mm512_sllv_epi32(sv[s / 4], _mm512_set1_epi32(24 - 8 * (s as i32 % 4))));
-    let (sa, sb) = (scale(8 * half + 2 * q), scale(8 * half + 2 * q + 1));
-    let (low, top2) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
-    let ql = p.add(at::q6k_ql(2 * half + q % 2));
-    let qh = p.add(at::q6k_qh(half));
-    let mut ops = [_mm512_setzero_si512(); 8];
-    for (g, op) in ops.iter_mut().enumerate() {
-        let l = _mm512_loadu_si512(ql.add(64 * g) as *const _);
-        let l = _mm512_and_si512(if q < 2 { l } else { _mm512_srli_epi16::<4>(l) }, low);
-        let h = _mm512_loadu_si512(qh.add(64 * g) as *const _);
-        // l | (bits 2q, 2q + 1 of each qh byte, moved to bits 4, 5)
-        *op = _mm512_ternarylogic_epi32::<0xEA>(shift(h, 4 - 2 * q as i32), top2, l);
-    }
+    let (sa, sb) = (q6k_scale(sv, 2 * J), q6k_scale(sv, 2 * J + 1));
+    let ops = q6k_operands(p, J);
     for (r, isum) in isum.iter_mut().enumerate() {
         let at = first + r * stride;
         let y = a.qs.get_unchecked(at + J).as_ptr() as *const i32;
