@@ -5,8 +5,9 @@
 //!
 //!   LLAMA_BENCH=/path/to/llama-bench cargo bench --bench llamacpp
 //!
-//! `HEARTH_BENCH_MODELS` (comma-separated catalog ids or .gguf paths; default: the two catalog
-//! models), `HEARTH_BENCH_RUNS` (alternating runs per model, median reported; default 3) and
+//! `HEARTH_BENCH_MODELS` (comma-separated catalog ids, .gguf paths, or `synth:SHAPE:TYPE` for a
+//! random-weight file with a real model's shapes, written once by `hearth synth` into
+//! `target/synth/`, e.g. `synth:qwen2.5-coder-1.5b:Q4_K_M`; default: the two catalog models), `HEARTH_BENCH_RUNS` (alternating runs per model, median reported; default 3) and
 //! `HEARTH_BENCH_THREADS` (default: all cores) adjust it. `scripts/verify-llamacpp.sh` builds
 //! llama-bench from the llama-cpp-python source distribution.
 
@@ -67,6 +68,26 @@ fn sum(c: &[u64]) -> u64 {
     c.iter().fold(0u64, |a, &x| a.wrapping_add(x))
 }
 
+/// The file `id` names; a `synth:SHAPE:TYPE` file is written first if it is not there yet.
+fn model_path(hearth: &str, id: &str) -> std::path::PathBuf {
+    if let Some(spec) = id.strip_prefix("synth:") {
+        let (shape, ty) = spec.split_once(':').unwrap_or((spec, "Q4_K_M"));
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/synth");
+        let path = dir.join(format!("{shape}-{ty}.gguf"));
+        if !path.exists() {
+            std::fs::create_dir_all(&dir).expect("target/synth");
+            let ok = Command::new(hearth).args(["synth", shape]).arg(&path).args(["--type", ty]).status().expect("hearth synth");
+            assert!(ok.success(), "hearth synth {shape} --type {ty}");
+        }
+        return path;
+    }
+    if id.ends_with(".gguf") {
+        std::path::PathBuf::from(id)
+    } else {
+        hearth::catalog::resolve(id).expect("a pulled model")
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -93,7 +114,7 @@ fn main() {
     println!("| model | pp512 hearth | pp512 llama.cpp | ratio | tg128 hearth | tg128 llama.cpp | ratio | tg GB/s hearth / llama.cpp (of {bw:.0}) | peak RSS hearth MiB | llama.cpp MiB |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for id in models.split(',') {
-        let path = if id.ends_with(".gguf") { std::path::PathBuf::from(id) } else { hearth::catalog::resolve(id).expect("a pulled model") };
+        let path = model_path(hearth, id);
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for _ in 0..runs {
             let (out, rss) = run(Command::new(hearth).env("RAYON_NUM_THREADS", &threads).args(["speed", "-r", "1", "--json", "-m"]).arg(&path));

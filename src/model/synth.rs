@@ -68,7 +68,10 @@ pub fn find(name: &str) -> Result<Shape, ModelError> {
     })
 }
 
-const SPECIALS: [&str; 6] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"];
+/// Control tokens: ChatML's, FIM's, and SentencePiece's three (llama.cpp looks those up by text
+/// when the model's name says Phi-3).
+const SPECIALS: [&str; 9] =
+    ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<s>", "</s>", "<unk>"];
 
 impl Shape {
     /// Parameters, all tensors counted.
