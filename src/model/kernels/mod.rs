@@ -226,7 +226,9 @@ unsafe fn nibbles(p: *const u8) -> std::arch::x86_64::__m256i {
     _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
 }
 
-/// How far ahead of the block being read the kernels ask for weight bytes. A decode step
+/// How far ahead of the block being read the AVX2 kernels (`q4_0`, `q4_1`, `q8_0`: CPUs without
+/// AVX-512 VNNI) ask for weight bytes, into L1; the panel kernels ask 4 KiB ahead into L2
+/// (`vnni::PREFETCH_AHEAD`, measured there). A decode step
 /// streams every weight from memory once; measured on a 178 MB Q8_0 matrix (Gemma 3's output
 /// layer, one row), asking 8.5 KiB ahead took it from 17 ms to 10.8 ms (16.4 GB/s, this
 /// machine's streaming bandwidth), where 0.5 KiB ahead gained little.
