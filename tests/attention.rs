@@ -1,11 +1,11 @@
 //! hearth's CPU attention against a plain f64 computation of softmax(q kᵀ / divisor) v over the
 //! keys each query may see (causal, optionally within a sliding window), for decode steps and
 //! prompt chunks (whole and partial tiles), grouped key/value heads, odd head sizes, and keys
-//! read through a strided view of a larger cache, as the KV cache hands them over; a chunk's
-//! rows bit for bit equal to the same rows computed one at a time; and the
-//! gated feed-forward activation against candle's.
+//! read through a strided view of a larger cache, as the KV cache hands them over, in f32 and in
+//! f16 (the reference then reads the same rounded values); a chunk's rows bit for bit equal to
+//! the same rows computed one at a time; and the gated feed-forward activation against candle's.
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use hearth::model::kernels::attention::{attend, attend_many, attend_portable, Shape};
 
 fn reference(q: &[Vec<Vec<f32>>], k: &[Vec<Vec<f32>>], v: &[Vec<Vec<f32>>], s: Shape) -> Vec<Vec<f64>> {
@@ -48,25 +48,28 @@ fn attention_matches_a_plain_computation() {
         (3, 3, 16, 1, 20, Some(4)),
     ];
     let mut batch = Vec::new();
-    for (case, (n_head, n_kv_head, hd, n, pos, window)) in cases.into_iter().enumerate() {
+    for (case, (n_head, n_kv_head, hd, n, pos, window, dtype)) in
+        cases.into_iter().flat_map(|c| [DType::F32, DType::F16].map(|d| (c.0, c.1, c.2, c.3, c.4, c.5, d))).enumerate()
+    {
         let total = pos + n;
         let q = Tensor::randn(0f32, 1.0, (n_head, n, hd), &dev).unwrap();
         // Keys (transposed, as the CPU cache keeps them) and values as views of a cache with room
         // for more positions: a capacity in whole tiles of 16 keys, as the cache allocates, or
         // too little for a whole tile past the last key (attention then copies the keys).
-        let cap = if case % 2 == 0 { (total + 13).next_multiple_of(16) } else { total + 13 };
-        let kc = (Tensor::randn(0f32, 1.0, (n_kv_head, hd, cap), &dev).unwrap() * 2.0).unwrap();
-        let vc = Tensor::randn(0f32, 1.0, (n_kv_head, cap, hd), &dev).unwrap();
+        let cap = if case / 2 % 2 == 0 { (total + 13).next_multiple_of(16) } else { total + 13 };
+        let kc = (Tensor::randn(0f32, 1.0, (n_kv_head, hd, cap), &dev).unwrap() * 2.0).unwrap().to_dtype(dtype).unwrap();
+        let vc = Tensor::randn(0f32, 1.0, (n_kv_head, cap, hd), &dev).unwrap().to_dtype(dtype).unwrap();
         let (k, v) = (kc.narrow(2, 0, total).unwrap(), vc.narrow(1, 0, total).unwrap());
         let s = Shape { n_head, n_kv_head, head_dim: hd, divisor: (hd as f32).sqrt(), pos, window };
-        let keys = k.transpose(1, 2).unwrap().contiguous().unwrap().to_vec3().unwrap();
-        let want = reference(&q.to_vec3().unwrap(), &keys, &v.to_vec3().unwrap(), s);
+        let f32s = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        let keys = f32s(&k).transpose(1, 2).unwrap().contiguous().unwrap().to_vec3().unwrap();
+        let want = reference(&q.to_vec3().unwrap(), &keys, &f32s(&v).to_vec3().unwrap(), s);
         for (name, f) in [("attend", attend as fn(&Tensor, &Tensor, &Tensor, Shape) -> _), ("portable", attend_portable)] {
             let ours = f(&q, &k, &v, s).unwrap().to_vec2::<f32>().unwrap();
             assert_eq!((ours.len(), ours[0].len()), (n, n_head * hd));
             for (i, (a, b)) in ours.iter().zip(&want).enumerate() {
                 for (c, (&x, &y)) in a.iter().zip(b).enumerate() {
-                    assert!((x as f64 - y).abs() < 2e-5 * (1.0 + y.abs()), "{name} {s:?} n {n}: row {i} column {c}: {x} vs {y}");
+                    assert!((x as f64 - y).abs() < 2e-5 * (1.0 + y.abs()), "{name} {dtype:?} {s:?} n {n}: row {i} column {c}: {x} vs {y}");
                 }
             }
         }
@@ -74,7 +77,7 @@ fn attention_matches_a_plain_computation() {
         for i in 0..n {
             let one = attend(&q.narrow(1, i, 1).unwrap(), &k.narrow(2, 0, pos + i + 1).unwrap(), &v.narrow(1, 0, pos + i + 1).unwrap(), Shape { pos: pos + i, ..s });
             let chunk_row = attend(&q, &k, &v, s).unwrap().narrow(0, i, 1).unwrap();
-            assert_eq!(one.unwrap().to_vec2::<f32>().unwrap(), chunk_row.to_vec2::<f32>().unwrap(), "{s:?}: row {i} alone vs in its chunk");
+            assert_eq!(one.unwrap().to_vec2::<f32>().unwrap(), chunk_row.to_vec2::<f32>().unwrap(), "{dtype:?} {s:?}: row {i} alone vs in its chunk");
         }
         batch.push((q, k, v, s));
     }
@@ -87,10 +90,19 @@ fn attention_matches_a_plain_computation() {
         let alone = attend(q, k, v, *s).unwrap().to_vec2::<f32>().unwrap();
         assert_eq!(t.to_vec2::<f32>().unwrap(), alone, "{s:?} batched vs alone");
     }
-    let q = Tensor::zeros((4, 2, 8), candle_core::DType::F32, &dev).unwrap();
-    let k = Tensor::zeros((3, 2, 8), candle_core::DType::F32, &dev).unwrap();
+    let q = Tensor::zeros((4, 2, 8), DType::F32, &dev).unwrap();
+    let k = Tensor::zeros((3, 8, 2), DType::F32, &dev).unwrap();
+    let v = Tensor::zeros((3, 2, 8), DType::F32, &dev).unwrap();
     let s = Shape { n_head: 4, n_kv_head: 3, head_dim: 8, divisor: 1.0, pos: 0, window: None };
-    assert!(attend(&q, &k, &k, s).is_err(), "4 query heads cannot share 3 key/value heads");
+    let err = attend(&q, &k, &v, s).unwrap_err().to_string();
+    assert!(err.contains("cannot share"), "4 query heads cannot share 3 key/value heads: {err}");
+    let s = Shape { n_head: 3, ..s };
+    let q = q.narrow(0, 0, 3).unwrap();
+    attend(&q, &k, &v, s).expect("three query heads over three key/value heads");
+    let err = attend(&q, &k.to_dtype(DType::F16).unwrap(), &v, s).unwrap_err().to_string();
+    assert!(err.contains("keys in F16 but values in F32"), "keys and values of two types: {err}");
+    let err = attend(&q, &k.to_dtype(DType::BF16).unwrap(), &v.to_dtype(DType::BF16).unwrap(), s).unwrap_err().to_string();
+    assert!(err.contains("f32 or f16 only"), "bf16 keys and values: {err}");
 }
 
 /// The feed-forward activation pass against candle's own SiLU and tanh-GELU, over ordinary values

@@ -37,10 +37,13 @@ fn speed_measures_parallel_generation() {
     let (ok, out, err) = hearth(&["speed", "-m", m, "-p", "0", "-n", "8", "-r", "1", "--parallel", "3", "--json"]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(v["parallel"], 3, "{v}");
+    assert_eq!((&v["parallel"], &v["cache_type"]), (&serde_json::json!(3), &serde_json::json!("f16")), "{v}");
     assert!(v["tg_tps"].as_f64().unwrap() > 0.0 && v["pp_tps"].as_f64() == Some(0.0), "{v}");
     let (ok, out, err) = hearth(&["speed", "-m", m, "-p", "0", "-n", "4", "-r", "1", "--parallel", "2"]);
     assert!(ok && out.contains("tg4 x 2 sequences:") && out.contains("tok/s in all"), "{out}{err}");
+    let (ok, out, err) = hearth(&["speed", "-m", m, "-p", "16", "-n", "4", "-r", "1", "--cache-type", "f32", "--json"]);
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["cache_type"], "f32", "{out}");
     let (ok, _, err) = hearth(&["speed", "-m", m, "--parallel", "0"]);
     assert!(!ok && err.contains("--parallel"), "{err}");
     let (ok, _, err) = hearth(&["speed", "-m", m, "-p", "9000"]);
@@ -54,7 +57,9 @@ fn run_reports_speed_and_a_seed_reproduces_its_text() {
     let m = model.to_str().unwrap();
     let (ok, _, err) = hearth(&["run", "-m", m, "--temperature", "0", "--max-tokens", "12", "The capital of France is"]);
     assert!(ok, "{err}");
-    assert!(err.contains("loaded synthetic llama") && err.contains("tok/s") && err.contains("generation: "), "{err}");
+    assert!(err.contains("loaded synthetic llama") && err.contains("f16 KV cache") && err.contains("tok/s") && err.contains("generation: "), "{err}");
+    let (ok, _, err) = hearth_env(&["run", "-m", m, "--temperature", "0", "--max-tokens", "4", "Hi"], &[("HEARTH_CACHE_TYPE", std::path::Path::new("f32"))]);
+    assert!(ok && err.contains("f32 KV cache"), "{err}");
     let args = ["run", "-m", m, "--chat", "--seed", "11", "--temperature", "0.9", "--max-tokens", "16", "Tell me a story."];
     let (first, second, other) = (hearth(&args), hearth(&args), hearth(&[&args[..5], &["12"], &args[6..]].concat()));
     assert!(first.0, "{}", first.2);
@@ -79,6 +84,8 @@ fn bad_input_gives_clear_errors() {
     assert!(!ok && err.contains("--temperature must be between 0 and 2, got 5"), "{err}");
     let (ok, _, err) = hearth(&["run", "-m", m, "--repeat-penalty", "0", "hi"]);
     assert!(!ok && err.contains("--repeat-penalty must be in (0, 10], got 0"), "{err}");
+    let (ok, _, err) = hearth(&["run", "-m", m, "--cache-type", "q4_0", "hi"]);
+    assert!(!ok && err.contains("--cache-type") && err.contains("unknown cache type \"q4_0\": f16 or f32"), "{err}");
     let (ok, _, err) = hearth(&["pull", "hf:only-owner"]);
     assert!(!ok && err.contains("bad hf reference"), "{err}");
     let dir = tempfile::tempdir().unwrap();

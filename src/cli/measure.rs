@@ -167,6 +167,7 @@ pub fn speed(args: &SpeedArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({ "pp": pp, "tg": tg, "parallel": parallel, "pp_tps": s.pp_tps, "tg_tps": s.tg_tps, "threads": threads, "peak_rss": rss, "reps": reps, "load_s": load_s,
+                "cache_type": model.decoder.cache_type().name(),
                 "picked_tg_tps": constrained.map(|c| c.0), "constrained_tg_tps": constrained.map(|c| c.1) })
         );
     } else {
@@ -181,7 +182,7 @@ pub fn speed(args: &SpeedArgs) -> Result<()> {
         if let Some((free, bound)) = constrained {
             println!("tg{tg} x {parallel} picking greedily: {free:.1} tok/s free, {bound:.1} tok/s under the schema ({:+.1}%)", (bound / free - 1.0) * 100.0);
         }
-        println!("threads {}, median of {reps}, peak RSS {:.1} MiB", threads(), rss as f64 / (1 << 20) as f64);
+        println!("threads {}, median of {reps}, {} KV cache, peak RSS {:.1} MiB", threads(), model.decoder.cache_type(), rss as f64 / (1 << 20) as f64);
     }
     Ok(())
 }

@@ -80,6 +80,10 @@ struct ModelArgs {
     /// Where to compute: auto, cpu, cuda, cuda:N or metal.
     #[arg(long, default_value = "auto", env = "HEARTH_DEVICE")]
     device: DeviceChoice,
+    /// What the KV cache stores keys and values as: f16 (half the memory, as llama.cpp's
+    /// default) or f32. On the CPU; GPUs keep f32.
+    #[arg(long, default_value = "f16", env = "HEARTH_CACHE_TYPE", value_name = "f16|f32")]
+    cache_type: crate::model::CacheType,
 }
 
 impl ModelArgs {
@@ -101,9 +105,10 @@ impl ModelArgs {
     fn load_path(&self, path: &Path) -> Result<Model> {
         let device = self.device.open()?;
         let start = Instant::now();
-        let model = Model::load(path, &device)?;
+        let mut model = Model::load(path, &device)?;
+        let cache = model.decoder.set_cache_type(self.cache_type);
         eprintln!(
-            "loaded {} ({}, {}, {:.0} MB) in {:.2}s",
+            "loaded {} ({}, {}, {:.0} MB, {cache} KV cache) in {:.2}s",
             model.name,
             model.decoder.spec.arch.gguf_name(),
             model.quantization,

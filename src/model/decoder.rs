@@ -9,7 +9,7 @@ use super::arch::{ModelSpec, RopeStyle};
 use super::gpu;
 use super::kernels::cuda::{self, Step};
 use super::kernels::{activation, attention};
-use super::kv_cache::KvCache;
+use super::kv_cache::{CacheType, KvCache};
 use super::weights::{Attn, Ffn, Layer, Linear, Weights};
 use super::ModelError;
 
@@ -38,6 +38,8 @@ pub struct Decoder {
     /// hearth's CUDA kernels serve this model's RoPE, cache stores, attention and activation
     /// (a CUDA device, kernels not turned off, no per-head norms, heads of at most 256).
     cuda: bool,
+    /// What new caches store keys and values as.
+    cache_type: CacheType,
 }
 
 /// cos/sin tables for every row of a step, per RoPE base.
@@ -55,12 +57,27 @@ impl Decoder {
             && spec.rope_dim % 2 == 0
             && spec.n_head % spec.n_kv_head == 0
             && weights.layers.iter().all(|l| l.q_norm.is_none() && l.k_norm.is_none());
-        Self { spec, device, weights, cuda }
+        let cache_type = if device.is_cpu() { CacheType::default() } else { CacheType::F32 };
+        Self { spec, device, weights, cuda, cache_type }
+    }
+
+    /// Makes caches created from now on store keys and values as `t`, and returns the type they
+    /// will use: on the CPU `t`; GPUs keep f32 (hearth's CUDA kernels read and write f32 caches).
+    pub fn set_cache_type(&mut self, t: CacheType) -> CacheType {
+        if self.device.is_cpu() {
+            self.cache_type = t;
+        }
+        self.cache_type
+    }
+
+    /// What new caches store keys and values as.
+    pub fn cache_type(&self) -> CacheType {
+        self.cache_type
     }
 
     /// A fresh cache sized for this model's context length.
     pub fn new_cache(&self) -> KvCache {
-        KvCache::new(self.spec.n_layer, self.spec.context_length)
+        KvCache::new(self.spec.n_layer, self.spec.context_length, self.cache_type.dtype())
     }
 
     /// Runs one step over all chunks; returns per chunk its logits, `[rows, vocab]`, for the rows
@@ -272,9 +289,10 @@ impl Decoder {
         let total = k.dim(1)?;
         // Keys before `first` are invisible to every query of this chunk.
         let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
-        // Views of the cache, not copies: a copy per layer per token grew with the context.
-        let k = k.narrow(1, first, total - first)?;
-        let v = v.narrow(1, first, total - first)?;
+        // Views of the cache, not copies: a copy per layer per token grew with the context (the
+        // caches these devices get hold f32, so the casts change nothing).
+        let k = k.narrow(1, first, total - first)?.to_dtype(q.dtype())?;
+        let v = v.narrow(1, first, total - first)?.to_dtype(q.dtype())?;
         let t = total - first;
         let group = spec.n_head / spec.n_kv_head;
         let hd = spec.head_dim;

@@ -3,6 +3,50 @@
 
 use candle_core::{DType, Device, Tensor};
 
+/// How keys and values are stored: llama.cpp's `-ctk`/`-ctv` types that hearth's attention
+/// reads. f16 halves the cache (and what a long context's attention reads per token); f32 keeps
+/// every bit of the projections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheType {
+    F32,
+    #[default]
+    F16,
+}
+
+impl CacheType {
+    pub fn dtype(self) -> DType {
+        match self {
+            CacheType::F32 => DType::F32,
+            CacheType::F16 => DType::F16,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheType::F32 => "f32",
+            CacheType::F16 => "f16",
+        }
+    }
+}
+
+impl std::fmt::Display for CacheType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for CacheType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(CacheType::F32),
+            "f16" => Ok(CacheType::F16),
+            other => Err(format!("unknown cache type {other:?}: f16 or f32")),
+        }
+    }
+}
+
 /// Keys and values of one layer, the first `len` positions valid. Values are
 /// `[n_kv_head, capacity, head_dim]`. Keys are the same on GPUs; on the CPU they are kept
 /// transposed, `[n_kv_head, head_dim, capacity]`, the layout CPU attention scores from (keys in
@@ -36,12 +80,19 @@ pub struct KvCache {
     layers: Vec<Option<LayerCache>>,
     len: usize,
     max_len: usize,
+    dtype: DType,
 }
 
 impl KvCache {
-    /// An empty cache for a model of `n_layer` layers that holds at most `max_len` positions.
-    pub fn new(n_layer: usize, max_len: usize) -> Self {
-        Self { layers: (0..n_layer).map(|_| None).collect(), len: 0, max_len }
+    /// An empty cache for a model of `n_layer` layers that holds at most `max_len` positions of
+    /// keys and values in `dtype` (f32 or f16).
+    pub fn new(n_layer: usize, max_len: usize, dtype: DType) -> Self {
+        Self { layers: (0..n_layer).map(|_| None).collect(), len: 0, max_len, dtype }
+    }
+
+    /// What keys and values are stored as.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// Number of positions stored.
@@ -76,7 +127,7 @@ impl KvCache {
             };
             layers.push(copy);
         }
-        Ok(KvCache { layers, len: n, max_len: self.max_len })
+        Ok(KvCache { layers, len: n, max_len: self.max_len, dtype: self.dtype })
     }
 
     /// Bytes held by this cache's tensors.
@@ -88,7 +139,8 @@ impl KvCache {
             .sum()
     }
 
-    /// Appends `k`, `v` (`[n_kv_head, n, head_dim]`) to layer `layer` at position `self.len()` and
+    /// Appends `k`, `v` (`[n_kv_head, n, head_dim]`, any float type: they are rounded to the
+    /// cache's) to layer `layer` at position `self.len()` and
     /// returns all keys and values so far: values `[n_kv_head, len, head_dim]`, keys the same or,
     /// where [`keys_transposed`], `[n_kv_head, head_dim, len]` (views with the capacity as
     /// stride). Call [`KvCache::advance`] once all layers are done.
@@ -97,6 +149,7 @@ impl KvCache {
         let len = self.len;
         let (ck, cv) = self.reserve(layer, n_kv, n, hd, k.device())?;
         let axis = key_axis(ck);
+        let (k, v) = (k.to_dtype(ck.dtype())?, v.to_dtype(cv.dtype())?);
         if axis == 2 {
             ck.slice_set(&k.transpose(1, 2)?.contiguous()?, 2, len)?;
         } else {
@@ -122,7 +175,7 @@ impl KvCache {
                 Some(c) => LayerCache { k: resized(&c.k, key_axis(&c.k), self.len, new_cap)?, v: resized(&c.v, 1, self.len, new_cap)? },
                 None => {
                     let k_dims = if keys_transposed(dev) { (n_kv, hd, new_cap) } else { (n_kv, new_cap, hd) };
-                    LayerCache { k: Tensor::zeros(k_dims, DType::F32, dev)?, v: Tensor::zeros((n_kv, new_cap, hd), DType::F32, dev)? }
+                    LayerCache { k: Tensor::zeros(k_dims, self.dtype, dev)?, v: Tensor::zeros((n_kv, new_cap, hd), self.dtype, dev)? }
                 }
             };
             *slot = Some(new);

@@ -31,7 +31,7 @@ pub use arch::{Arch, ModelSpec};
 pub use decoder::{Chunk, Decoder, Logits};
 pub use fim::{ContextFile, Fim};
 pub use gguf::{GgufError, GgufFile};
-pub use kv_cache::KvCache;
+pub use kv_cache::{CacheType, KvCache};
 pub use prompt::{ChatMessage, PromptFormat, TemplateError};
 pub use tokenizer::{EncodeError, StreamDecoder, Vocab};
 pub use tools::{CallStyle, Piece, Syntax, ToolFormat};

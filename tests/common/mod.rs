@@ -149,14 +149,17 @@ pub mod pg;
 pub mod server;
 pub mod synth;
 
-/// Loads hearth's decoder for a GGUF file, letting the test adjust the spec first.
+/// Loads hearth's decoder for a GGUF file, letting the test adjust the spec first. Its caches
+/// hold f32, as candle-transformers' do (the references these decoders are compared with).
 pub fn decoder_with(path: &std::path::Path, adjust: impl FnOnce(&mut hearth::model::ModelSpec)) -> hearth::model::Decoder {
-    use hearth::model::{weights::Weights, Decoder, GgufFile, ModelSpec};
+    use hearth::model::{weights::Weights, CacheType, Decoder, GgufFile, ModelSpec};
     let file = GgufFile::open(path).unwrap();
     let mut spec = ModelSpec::from_gguf(&file).unwrap();
     adjust(&mut spec);
     let weights = Weights::load(&file, &spec, &Device::Cpu).unwrap();
-    Decoder::new(spec, weights, Device::Cpu)
+    let mut dec = Decoder::new(spec, weights, Device::Cpu);
+    assert_eq!(dec.set_cache_type(CacheType::F32), CacheType::F32);
+    dec
 }
 
 /// Logits of every token of `tokens` fed as successive chunks of the given sizes.

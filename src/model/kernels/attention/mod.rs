@@ -7,7 +7,7 @@
 //! of a prompt chunk, held several `[heads, n, keys]` temporaries at once, and ran on rayon's
 //! threads beside the worker pool our matrix kernels use. Query rows are shared over that pool.
 
-use candle_core::{Device, Result, Storage, Tensor};
+use candle_core::{DType, Device, Result, Storage, Tensor};
 
 use super::OutPtr;
 
@@ -45,6 +45,35 @@ fn view(t: &Tensor) -> Result<(*const f32, Vec<usize>)> {
     Ok((data[layout.start_offset()..].as_ptr(), layout.stride().to_vec()))
 }
 
+/// [`view`] for the cache's keys or values, f32 or f16: the first value's address, the strides
+/// and whether the values are f16.
+fn cache_view(t: &Tensor) -> Result<(usize, Vec<usize>, bool)> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else { candle_core::bail!("attention: tensor is not on the CPU") };
+    if layout.stride().last() != Some(&1) {
+        candle_core::bail!("attention: the last dimension must be contiguous");
+    }
+    let at = layout.start_offset();
+    Ok(match t.dtype() {
+        DType::F32 => (cpu.as_slice::<f32>()?[at..].as_ptr() as usize, layout.stride().to_vec(), false),
+        DType::F16 => (cpu.as_slice::<half::f16>()?[at..].as_ptr() as usize, layout.stride().to_vec(), true),
+        d => candle_core::bail!("attention: keys and values in {d:?} (f32 or f16 only)"),
+    })
+}
+
+/// Transposed keys at `p` (`[heads, hd, ≥ total]` with strides `s`) copied with each column's
+/// `total` keys padded with zeros to `padded`.
+///
+/// # Safety
+/// Column d of head h must hold `total` readable values of type `T` at `p + h * s[0] + d * s[1]`.
+unsafe fn padded_keys<T: Copy + Default>(p: *const T, (heads, hd): (usize, usize), s: &[usize], total: usize, padded: usize) -> Vec<T> {
+    let mut copy = vec![T::default(); heads * hd * padded];
+    for (h, d) in (0..heads).flat_map(|h| (0..hd).map(move |d| (h, d))) {
+        copy[(h * hd + d) * padded..][..total].copy_from_slice(std::slice::from_raw_parts(p.add(h * s[0] + d * s[1]), total));
+    }
+    copy
+}
+
 /// Query rows per tile of a prompt chunk: they share every key and value row they read.
 const ROWS: usize = 8;
 /// Keys scored at once against a tile (one 512-bit vector of f32).
@@ -55,7 +84,7 @@ const COLS: usize = 32;
 
 /// `q` `[n_head, n, hd]` against the cached keys `kt`, transposed (`[n_kv_head, hd, pos + n]`, as
 /// the CPU's KV cache keeps them), and values `v` (`[n_kv_head, pos + n, hd]`) → `[n, n_head *
-/// hd]`. Both may be views with any head and row stride; keys whose row stride leaves no room
+/// hd]`. `q` is f32; keys and values both f32 or both f16 (the cache's types), widened as read. Both may be views with any head and row stride; keys whose row stride leaves no room
 /// for a whole vector past the last key (as the cache's capacity does) are copied first.
 pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, s: Shape) -> Result<Tensor> {
     Ok(attend_many(&[(q, k, v, s)])?.remove(0))
@@ -126,11 +155,14 @@ struct Job {
     /// keys' and v's head and row strides).
     _q: Tensor,
     qp: usize,
-    /// Transposed keys: address, head stride, head-size-column stride (≥ `padded`).
+    /// Transposed keys: address, head stride, head-size-column stride (≥ `padded`), in elements.
     kp: (usize, usize, usize),
     vp: (usize, usize, usize),
-    /// A padded copy of the keys, where the given view had too little room per column.
-    _kt: Vec<f32>,
+    /// Keys and values are f16 (else f32).
+    half: bool,
+    /// A padded copy of the keys, where the given view had too little room per column (of the
+    /// keys' type).
+    _kt: (Vec<f32>, Vec<half::f16>),
     out: Vec<f32>,
     dst: OutPtr,
 }
@@ -149,24 +181,29 @@ impl Job {
         let q = q.contiguous()?;
         let qp = view(&q)?.0 as usize;
         let padded = total.next_multiple_of(KEYS);
-        let ((kp, ks), (vp, vs)) = (view(kt)?, view(v)?);
-        let mut copy = Vec::new();
+        let ((kp, ks, half), (vp, vs, v_half)) = (cache_view(kt)?, cache_view(v)?);
+        if half != v_half {
+            candle_core::bail!("attention: keys in {:?} but values in {:?}", kt.dtype(), v.dtype());
+        }
+        let mut copy = (Vec::new(), Vec::new());
         let kp = if ks[1] >= padded && ks[0] >= hd * ks[1] {
-            (kp as usize, ks[0], ks[1])
+            (kp, ks[0], ks[1])
         } else {
-            copy = vec![0f32; kh * hd * padded];
-            for (h, d) in (0..kh).flat_map(|h| (0..hd).map(move |d| (h, d))) {
-                // SAFETY: row d of head h holds `total` floats at the view's strides.
-                let col = unsafe { std::slice::from_raw_parts(kp.add(h * ks[0] + d * ks[1]), total) };
-                copy[(h * hd + d) * padded..][..total].copy_from_slice(col);
-            }
-            (copy.as_ptr() as usize, hd * padded, padded)
+            // SAFETY: column d of head h holds `total` values at the view's strides.
+            let at = if half {
+                copy.1 = unsafe { padded_keys(kp as *const half::f16, (kh, hd), &ks, total, padded) };
+                copy.1.as_ptr() as usize
+            } else {
+                copy.0 = unsafe { padded_keys(kp as *const f32, (kh, hd), &ks, total, padded) };
+                copy.0.as_ptr() as usize
+            };
+            (at, hd * padded, padded)
         };
-        let vp = (vp as usize, vs[0], vs[1]);
+        let vp = (vp, vs[0], vs[1]);
         let rt = if n >= ROWS { ROWS } else { 1 };
         let mut out = vec![0f32; n * n_head * hd];
         let dst = OutPtr(out.as_mut_ptr());
-        Ok(Job { s, n, total, padded, rt, tiles: n.div_ceil(rt), _q: q, qp, kp, vp, _kt: copy, out, dst })
+        Ok(Job { s, n, total, padded, rt, tiles: n.div_ceil(rt), _q: q, qp, kp, vp, half, _kt: copy, out, dst })
     }
 
     fn items(&self) -> usize {
@@ -186,6 +223,15 @@ impl Job {
 
     /// Head `h`'s query rows of tile `t` against the keys they see, into the output.
     fn item(&self, item: usize, simd: bool, b: &mut Scratch) {
+        if self.half {
+            self.item_of::<true>(item, simd, b)
+        } else {
+            self.item_of::<false>(item, simd, b)
+        }
+    }
+
+    /// [`Job::item`] with keys and values of f16 (`HALF`) or f32.
+    fn item_of<const HALF: bool>(&self, item: usize, simd: bool, b: &mut Scratch) {
         let (s, n, hd, rt, padded) = (self.s, self.n, self.s.head_dim, self.rt, self.padded);
         let (h, t) = (item / self.tiles, item % self.tiles);
         let (i0, rows) = (t * rt, rt.min(n - t * rt));
@@ -213,23 +259,23 @@ impl Job {
             }
         }
         let (kp, khs, kds) = self.kp;
-        // SAFETY: head kv's columns d < hd hold `kds` ≥ `padded` floats (checked in `new`), and
+        // SAFETY: head kv's columns d < hd hold `kds` ≥ `padded` values (checked in `new`), and
         // every tile ends at or before `padded`.
-        let kt = unsafe { (kp as *const f32).add(kv * khs) };
+        let kt = unsafe { (kp as *const u8).add(kv * khs * tiles::size::<HALF>()) };
         let mut jt = j0;
         while rt == 1 && jt + 4 * KEYS <= padded && jt + 3 * KEYS <= last {
-            let four = unsafe { tiles_for_cpu::score_row4(simd, &qt[..hd], kt, kds, jt) };
+            let four = unsafe { tiles_for_cpu::score_row4::<HALF>(simd, &qt[..hd], kt, kds, jt) };
             scores[jt..][..4 * KEYS].copy_from_slice(four.as_flattened());
             jt += 4 * KEYS;
         }
         for jt in (jt..=last).step_by(KEYS) {
             if rt == ROWS {
-                let tile = unsafe { tiles_for_cpu::score::<ROWS>(simd, &qt[..hd * ROWS], kt, kds, jt) };
+                let tile = unsafe { tiles_for_cpu::score::<ROWS, HALF>(simd, &qt[..hd * ROWS], kt, kds, jt) };
                 for (r, t) in tile.iter().enumerate() {
                     scores[r * padded + jt..][..KEYS].copy_from_slice(t);
                 }
             } else {
-                let [t] = unsafe { tiles_for_cpu::score::<1>(simd, &qt[..hd], kt, kds, jt) };
+                let [t] = unsafe { tiles_for_cpu::score::<1, HALF>(simd, &qt[..hd], kt, kds, jt) };
                 scores[jt..][..KEYS].copy_from_slice(&t);
             }
         }
@@ -253,13 +299,13 @@ impl Job {
         for c0 in (0..hd).step_by(COLS) {
             let cols = COLS.min(hd - c0);
             let mut acc = [[0f32; COLS]; ROWS];
-            // SAFETY: value rows j0..=last of head kv hold hd floats from column 0 at v's strides.
+            // SAFETY: value rows j0..=last of head kv hold hd values from column 0 at v's strides.
             unsafe {
-                let v = (vp as *const f32).add(kv * vh + j0 * vr + c0);
+                let v = (vp as *const u8).add((kv * vh + j0 * vr + c0) * tiles::size::<HALF>());
                 if rt == ROWS {
-                    acc = tiles_for_cpu::value::<ROWS>(simd, &pt[..keys * rt], v, vr, cols);
+                    acc = tiles_for_cpu::value::<ROWS, HALF>(simd, &pt[..keys * rt], v, vr, cols);
                 } else {
-                    acc[0] = tiles_for_cpu::value::<1>(simd, &pt[..keys * rt], v, vr, cols)[0];
+                    acc[0] = tiles_for_cpu::value::<1, HALF>(simd, &pt[..keys * rt], v, vr, cols)[0];
                 }
             }
             for (r, acc) in acc.iter().enumerate().take(rows) {
