@@ -84,16 +84,31 @@ impl Packed {
         assert!(bytes.len() >= n * row_bytes, "a weight of {n} rows of {k} needs {} bytes", n * row_bytes);
         let (panels, panel_bytes) = (n.div_ceil(PANEL), PANEL * bb);
         let mut data = vec![0u8; panels * blocks * panel_bytes];
-        for p in 0..panels {
+        let pack_panel = |p: usize, dst: &mut [u8]| {
             let rows = PANEL.min(n - p * PANEL);
             let src = &bytes[p * PANEL * row_bytes..(p * PANEL + rows) * row_bytes];
-            for b in 0..blocks {
-                let dst = &mut data[(p * blocks + b) * panel_bytes..][..panel_bytes];
+            for (b, dst) in dst.chunks_exact_mut(panel_bytes).enumerate() {
                 for r in 0..rows {
                     pack_block(kind, &src[r * row_bytes + b * bb..][..bb], r, dst);
                 }
             }
-            done((p * PANEL + rows) * row_bytes);
+        };
+        // Panels shared over the worker pool, about 8 MiB of the file at a time (each stretch
+        // released once packed). Most of the time is the kernel's first touch of the new
+        // pages, which the cores then take in parallel too.
+        let group = ((8 << 20) / (PANEL * row_bytes)).max(1);
+        let out = DataPtr(data.as_mut_ptr());
+        for g in (0..panels).step_by(group) {
+            let end = (g + group).min(panels);
+            candle_core::utils::barrier_pool().execute_chunked(end - g, |range| {
+                for p in range.start + g..range.end + g {
+                    // SAFETY: panel p's bytes lie inside `data`, and each panel is packed by
+                    // one worker alone.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add(p * blocks * panel_bytes), blocks * panel_bytes) };
+                    pack_panel(p, dst);
+                }
+            });
+            done((end * PANEL).min(n) * row_bytes);
         }
         Some(Packed { kind, block: info.block, block_bytes: bb, n, k, data })
     }
@@ -198,6 +213,19 @@ impl Packed {
     }
 }
 
+/// The packed matrix's bytes, written by the worker pool's threads, each its own panels.
+#[derive(Clone, Copy)]
+struct DataPtr(*mut u8);
+// SAFETY: `Packed::new` has each panel written by one worker alone.
+unsafe impl Send for DataPtr {}
+unsafe impl Sync for DataPtr {}
+
+impl DataPtr {
+    fn get(self) -> *mut u8 {
+        self.0
+    }
+}
+
 /// Writes GGUF block `src` of type `kind` as row `r` of panel block `dst`.
 fn pack_block(kind: Kind, src: &[u8], r: usize, dst: &mut [u8]) {
     if kind.is_k() {
@@ -207,9 +235,8 @@ fn pack_block(kind: Kind, src: &[u8], r: usize, dst: &mut [u8]) {
     // Four bytes of every value group `g` to lane r of vector g at `at`.
     let lanes = |dst: &mut [u8], at: usize, values: &[u8], flip: u8| {
         for (g, four) in values.chunks_exact(4).enumerate() {
-            for (j, &v) in four.iter().enumerate() {
-                dst[at + 64 * g + 4 * r + j] = v ^ flip;
-            }
+            let four = u32::from_le_bytes(four.try_into().expect("four bytes")) ^ u32::from_ne_bytes([flip; 4]);
+            dst[at + 64 * g + 4 * r..][..4].copy_from_slice(&four.to_le_bytes());
         }
     };
     match kind {
