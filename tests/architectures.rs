@@ -103,11 +103,12 @@ fn gemma3_uses_gelu_tanh() {
     assert!(common::rel_diff(&a[5], &b[5]) > 1e-3, "the activation must matter");
 }
 
-/// An f16 cache (the default) moves the logits of every architecture only a little from an f32
-/// one, holds half the bytes, and gives the same logits however the tokens are chunked.
+/// An f16 cache (the default) and a Q8_0 one move the logits of every architecture only a
+/// little from an f32 one, hold 1/2 and 17/64 of its bytes, and give the same logits however the
+/// tokens are chunked; a head size that is not whole Q8_0 blocks is refused.
 #[test]
-fn f16_cache_stays_close_to_f32_and_halves_the_bytes() {
-    use hearth::model::CacheType;
+fn f16_and_q8_0_caches_stay_close_to_f32_in_less_memory() {
+    use hearth::model::{CacheType, Chunk, Logits};
     pin_candle_kernels();
     for arch in ["llama", "qwen2", "phi3", "gemma3"] {
         let dir = tempfile::tempdir().unwrap();
@@ -115,24 +116,36 @@ fn f16_cache_stays_close_to_f32_and_halves_the_bytes() {
         synth::write(&path, &Synth::new(arch));
         let mut dec = common::decoder_with(&path, |_| {});
         let toks = tokens(15, 6);
-        let exact = common::chunked_logits(&dec, &toks, &[15]);
-        let mut cache = dec.new_cache();
-        let f32_bytes = (dec.forward(&mut [hearth::model::Chunk { tokens: &toks, cache: &mut cache, logits: hearth::model::Logits::None }]).unwrap(), cache.bytes()).1;
-        assert_eq!(dec.set_cache_type(CacheType::F16), CacheType::F16);
-        let mut cache = dec.new_cache();
-        dec.forward(&mut [hearth::model::Chunk { tokens: &toks, cache: &mut cache, logits: hearth::model::Logits::None }]).unwrap();
-        assert_eq!(2 * cache.bytes(), f32_bytes, "{arch}: f16 cache bytes");
-        let half = common::chunked_logits(&dec, &toks, &[15]);
-        let worst = half.iter().zip(&exact).map(|(a, b)| common::rel_diff(a, b)).fold(0f32, f32::max);
-        assert!(worst > 0.0 && worst < 0.06, "{arch}: f16 cache moved the logits by {worst}");
-        for sizes in [vec![5, 5, 5], vec![1; 15]] {
-            let parts = common::chunked_logits(&dec, &toks, &sizes);
-            for (i, (a, b)) in parts.iter().zip(&half).enumerate() {
-                let d = common::rel_diff(a, b);
-                assert!(d < TOL, "{arch}, f16 cache, chunks {sizes:?}: position {i} differs by {d}");
+        let bytes = |dec: &hearth::model::Decoder| {
+            let mut cache = dec.new_cache();
+            dec.forward(&mut [Chunk { tokens: &toks, cache: &mut cache, logits: Logits::None }]).unwrap();
+            cache.bytes()
+        };
+        let (exact, f32_bytes) = (common::chunked_logits(&dec, &toks, &[15]), bytes(&dec));
+        // (type, its bytes × 64 / f32's, the largest logit change allowed): these random models'
+        // 8-bit activations turn small changes of a key into whole quantization steps.
+        for (ty, per64, limit) in [(CacheType::F16, 32, 0.06), (CacheType::Q8_0, 17, 0.06)] {
+            assert_eq!(dec.set_cache_type(ty).unwrap(), ty);
+            assert_eq!(64 * bytes(&dec), per64 * f32_bytes, "{arch}: {ty} cache bytes");
+            let ours = common::chunked_logits(&dec, &toks, &[15]);
+            let worst = ours.iter().zip(&exact).map(|(a, b)| common::rel_diff(a, b)).fold(0f32, f32::max);
+            assert!(worst > 0.0 && worst < limit, "{arch}: a {ty} cache moved the logits by {worst}");
+            for sizes in [vec![5, 5, 5], vec![1; 15]] {
+                let parts = common::chunked_logits(&dec, &toks, &sizes);
+                for (i, (a, b)) in parts.iter().zip(&ours).enumerate() {
+                    let d = common::rel_diff(a, b);
+                    assert!(d < TOL, "{arch}, {ty} cache, chunks {sizes:?}: position {i} differs by {d}");
+                }
             }
         }
     }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("odd.gguf");
+    synth::write(&path, &Synth { n_head: 16, n_kv_head: 4, head_dim: 16, ..Synth::new("llama") });
+    let mut dec = common::decoder_with(&path, |_| {});
+    let err = dec.set_cache_type(CacheType::Q8_0).unwrap_err().to_string();
+    assert!(err.contains("whole blocks of 32; this model's is 16"), "{err}");
+    assert_eq!(dec.cache_type(), CacheType::F32, "a refused type leaves the cache as it was");
 }
 
 fn window_model(n_layer: usize, window: usize) -> (tempfile::TempDir, hearth::model::Decoder) {

@@ -6,7 +6,7 @@
 //! the same rows computed one at a time; and the gated feed-forward activation against candle's.
 
 use candle_core::{DType, Device, Tensor};
-use hearth::model::kernels::attention::{attend, attend_many, attend_portable, Shape};
+use hearth::model::kernels::attention::{attend, attend_kv, attend_many, attend_portable, Kv, Shape};
 
 fn reference(q: &[Vec<Vec<f32>>], k: &[Vec<Vec<f32>>], v: &[Vec<Vec<f32>>], s: Shape) -> Vec<Vec<f64>> {
     let n = q[0].len();
@@ -64,8 +64,8 @@ fn attention_matches_a_plain_computation() {
         let f32s = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
         let keys = f32s(&k).transpose(1, 2).unwrap().contiguous().unwrap().to_vec3().unwrap();
         let want = reference(&q.to_vec3().unwrap(), &keys, &f32s(&v).to_vec3().unwrap(), s);
-        for (name, f) in [("attend", attend as fn(&Tensor, &Tensor, &Tensor, Shape) -> _), ("portable", attend_portable)] {
-            let ours = f(&q, &k, &v, s).unwrap().to_vec2::<f32>().unwrap();
+        for (name, f) in [("attend", attend_kv as fn(&Tensor, Kv<'_>, Shape) -> _), ("portable", attend_portable)] {
+            let ours = f(&q, Kv { k: &k, v: &v, scales: None }, s).unwrap().to_vec2::<f32>().unwrap();
             assert_eq!((ours.len(), ours[0].len()), (n, n_head * hd));
             for (i, (a, b)) in ours.iter().zip(&want).enumerate() {
                 for (c, (&x, &y)) in a.iter().zip(b).enumerate() {
@@ -83,7 +83,7 @@ fn attention_matches_a_plain_computation() {
     }
     // All cases as one batch (enough work to go to the worker pool): each sequence's result is
     // exactly what it gets alone.
-    let jobs: Vec<_> = batch.iter().map(|(q, k, v, s)| (q, k, v, *s)).collect();
+    let jobs: Vec<_> = batch.iter().map(|(q, k, v, s)| (q, Kv { k, v, scales: None }, *s)).collect();
     let together = attend_many(&jobs).unwrap();
     assert_eq!(together.len(), jobs.len());
     for ((q, k, v, s), t) in batch.iter().zip(&together) {
@@ -102,7 +102,62 @@ fn attention_matches_a_plain_computation() {
     let err = attend(&q, &k.to_dtype(DType::F16).unwrap(), &v, s).unwrap_err().to_string();
     assert!(err.contains("keys in F16 but values in F32"), "keys and values of two types: {err}");
     let err = attend(&q, &k.to_dtype(DType::BF16).unwrap(), &v.to_dtype(DType::BF16).unwrap(), s).unwrap_err().to_string();
-    assert!(err.contains("f32 or f16 only"), "bf16 keys and values: {err}");
+    assert!(err.contains("f32, f16 or q8_0 bytes only"), "bf16 keys and values: {err}");
+}
+
+/// `x` (`[heads, rows, hd]`) through the cache's Q8_0 quantizer: its bytes and scales, and the
+/// f32 values they read back as (byte × scale).
+fn q8(x: &Tensor) -> (Tensor, Tensor, Tensor) {
+    let (bytes, scales) = hearth::model::kv_cache::quantize_q8(x).unwrap();
+    let (h, rows, hd) = x.dims3().unwrap();
+    let b = bytes.flatten_all().unwrap().to_vec1::<u8>().unwrap();
+    let sc = scales.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let back: Vec<f32> = b.iter().enumerate().map(|(i, &b)| b as i8 as f32 * sc[i / 32]).collect();
+    // Each value within half a step of its scale, plus what rounding the scale to f16 moves
+    // the largest byte (127 × 2^-11 of a step), as in ggml.
+    for (i, (&y, &x)) in back.iter().zip(&x.flatten_all().unwrap().to_vec1::<f32>().unwrap()).enumerate() {
+        assert!((y - x).abs() <= 0.57 * sc[i / 32] + 1e-6, "value {i}: {x} came back as {y}");
+    }
+    (bytes, scales, Tensor::from_vec(back, (h, rows, hd), x.device()).unwrap())
+}
+
+/// A Q8_0 cache (keys transposed, as the CPU cache keeps them, with their scales) gives bit for
+/// bit what an f32 cache holding the values it reads back gives, in the AVX-512 and portable
+/// loops, and each row of a chunk what it gets alone; mismatched scales are refused.
+#[test]
+fn q8_0_cache_reads_as_its_dequantized_values() {
+    let dev = Device::Cpu;
+    let cases: [(usize, usize, usize, usize, usize, Option<usize>); 5] = [(4, 2, 64, 1, 0, None), (4, 2, 64, 1, 70, None), (9, 3, 64, 9, 5, None), (4, 1, 256, 17, 3, None), (2, 1, 96, 23, 11, Some(16))];
+    for (n_head, n_kv_head, hd, n, pos, window) in cases {
+        let total = pos + n;
+        let cap = (total + 13).next_multiple_of(16);
+        let q = Tensor::randn(0f32, 1.0, (n_head, n, hd), &dev).unwrap();
+        let (kb, ks, kf) = q8(&(Tensor::randn(0f32, 1.0, (n_kv_head, cap, hd), &dev).unwrap() * 2.0).unwrap());
+        let (vb, vs, vf) = q8(&Tensor::randn(0f32, 1.0, (n_kv_head, cap, hd), &dev).unwrap());
+        let t = |x: &Tensor| x.transpose(1, 2).unwrap().contiguous().unwrap();
+        let (kb, ks, kf) = (t(&kb), t(&ks), t(&kf));
+        let s = Shape { n_head, n_kv_head, head_dim: hd, divisor: (hd as f32).sqrt(), pos, window };
+        let (kb, ks, kf) = (kb.narrow(2, 0, total).unwrap(), ks.narrow(2, 0, total).unwrap(), kf.narrow(2, 0, total).unwrap());
+        let (vb, vs, vf) = (vb.narrow(1, 0, total).unwrap(), vs.narrow(1, 0, total).unwrap(), vf.narrow(1, 0, total).unwrap());
+        let kv = Kv { k: &kb, v: &vb, scales: Some((&ks, &vs)) };
+        let exact = Kv { k: &kf, v: &vf, scales: None };
+        let rows = |f: fn(&Tensor, Kv<'_>, Shape) -> candle_core::Result<Tensor>, kv| f(&q, kv, s).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(rows(attend_kv, kv), rows(attend_kv, exact), "{s:?}: q8_0 against its values in f32");
+        assert_eq!(rows(attend_portable, kv), rows(attend_portable, exact), "{s:?}: portable loops");
+        let whole = rows(attend_kv, kv);
+        for i in 0..n {
+            let p = pos + i + 1;
+            let one = Kv { k: &kb.narrow(2, 0, p).unwrap(), v: &vb.narrow(1, 0, p).unwrap(), scales: Some((&ks.narrow(2, 0, p).unwrap(), &vs.narrow(1, 0, p).unwrap())) };
+            let alone = attend_kv(&q.narrow(1, i, 1).unwrap(), one, Shape { pos: pos + i, ..s }).unwrap().to_vec2::<f32>().unwrap();
+            assert_eq!(alone[0], whole[i], "{s:?}: row {i} alone vs in its chunk");
+        }
+        let err = attend_kv(&q, Kv { scales: None, ..kv }, s).unwrap_err().to_string();
+        assert!(err.contains("without their scales"), "{err}");
+        let err = attend_kv(&q, Kv { scales: Some((&vs, &ks)), ..kv }, s).unwrap_err().to_string();
+        assert!(err.contains("do not fit"), "{err}");
+        let err = attend_kv(&q, Kv { scales: Some((&ks, &vs)), ..exact }, s).unwrap_err().to_string();
+        assert!(err.contains("scales given for F32"), "{err}");
+    }
 }
 
 /// The feed-forward activation pass against candle's own SiLU and tanh-GELU, over ordinary values

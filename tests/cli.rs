@@ -41,9 +41,11 @@ fn speed_measures_parallel_generation() {
     assert!(v["tg_tps"].as_f64().unwrap() > 0.0 && v["pp_tps"].as_f64() == Some(0.0), "{v}");
     let (ok, out, err) = hearth(&["speed", "-m", m, "-p", "0", "-n", "4", "-r", "1", "--parallel", "2"]);
     assert!(ok && out.contains("tg4 x 2 sequences:") && out.contains("tok/s in all"), "{out}{err}");
-    let (ok, out, err) = hearth(&["speed", "-m", m, "-p", "16", "-n", "4", "-r", "1", "--cache-type", "f32", "--json"]);
-    assert!(ok, "{err}");
-    assert_eq!(serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["cache_type"], "f32", "{out}");
+    for ty in ["f32", "q8_0"] {
+        let (ok, out, err) = hearth(&["speed", "-m", m, "-p", "16", "-n", "4", "-r", "1", "--cache-type", ty, "--json"]);
+        assert!(ok, "{err}");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["cache_type"], ty, "{out}");
+    }
     let (ok, _, err) = hearth(&["speed", "-m", m, "--parallel", "0"]);
     assert!(!ok && err.contains("--parallel"), "{err}");
     let (ok, _, err) = hearth(&["speed", "-m", m, "-p", "9000"]);
@@ -85,7 +87,7 @@ fn bad_input_gives_clear_errors() {
     let (ok, _, err) = hearth(&["run", "-m", m, "--repeat-penalty", "0", "hi"]);
     assert!(!ok && err.contains("--repeat-penalty must be in (0, 10], got 0"), "{err}");
     let (ok, _, err) = hearth(&["run", "-m", m, "--cache-type", "q4_0", "hi"]);
-    assert!(!ok && err.contains("--cache-type") && err.contains("unknown cache type \"q4_0\": f16 or f32"), "{err}");
+    assert!(!ok && err.contains("--cache-type") && err.contains("unknown cache type \"q4_0\": f16, q8_0 or f32"), "{err}");
     let (ok, _, err) = hearth(&["pull", "hf:only-owner"]);
     assert!(!ok && err.contains("bad hf reference"), "{err}");
     let dir = tempfile::tempdir().unwrap();

@@ -74,54 +74,59 @@ fn gemma3_agrees_with_candle_over_32_greedy_steps_with_its_activation() {
     assert!(theirs.iter().collect::<std::collections::HashSet<_>>().len() > 8, "{}", m.vocab.decode(&theirs));
 }
 
-/// The default f16 KV cache against an f32 one on real source code, at half the cache's bytes:
-/// next-token distributions within the KL divergence llama.cpp's own f16 cache shows against its
-/// f32 one on these files (`llama-perplexity -fa off --kl-divergence`, 8 windows of 512 of our
-/// source: mean 0.0041 and maximum 0.062 on SmolLM2, 0.0094 and 0.20 on Gemma 3, the same top
-/// token at 96% and 95% of positions; hearth measured 0.0039/0.020 and 0.010/0.095 here), and
-/// perplexity within a percent. These small models' 8-bit activations turn the last bits of
-/// a key into whole quantization steps, so the figures are far above the rounding itself.
+/// The default f16 KV cache and a Q8_0 one against an f32 one on real source code, in 1/2 and
+/// 17/64 of its bytes: next-token distributions within the KL divergence llama.cpp's own caches
+/// show against its f32 one on these files (`llama-perplexity --kl-divergence`, 8 windows of 512
+/// of our source; f16 without flash attention: mean 0.0041 and maximum 0.062 on SmolLM2, 0.0094
+/// and 0.20 on Gemma 3; q8_0, which needs flash attention there: 0.0046/0.16 and 0.0105/0.16;
+/// the same top token at 95–97% of positions; hearth measured means 0.0039 and 0.0049 on
+/// SmolLM2, 0.010 and 0.012 on Gemma, its largest single step 0.29 on Gemma with Q8_0 over
+/// these 494 positions), and perplexity within 1.5%. These small
+/// models' 8-bit activations turn the last bits of a key into whole quantization steps, so the
+/// figures are far above the rounding itself.
 #[test]
-fn f16_cache_follows_the_f32_cache() {
+fn f16_and_q8_0_caches_follow_the_f32_cache() {
     use hearth::model::{CacheType, Chunk, Logits};
     let whole = include_str!("../src/model/gguf.rs");
     let text = &whole[..whole.char_indices().nth(1500).unwrap().0];
+    let log_softmax = |v: &[f32]| {
+        let m = v.iter().copied().fold(f32::MIN, f32::max) as f64;
+        let lse = m + v.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
+        v.iter().map(|&x| x as f64 - lse).collect::<Vec<f64>>()
+    };
     for id in [SMOL, GEMMA] {
         let mut model = load(id);
         assert_eq!(model.decoder.cache_type(), CacheType::F16, "{id}: the default cache type");
         let tokens = model.vocab.encode(text, true).unwrap();
         let mut run = |t: CacheType| {
-            model.decoder.set_cache_type(t);
+            model.decoder.set_cache_type(t).unwrap();
             let mut cache = model.decoder.new_cache();
             let logits = model.decoder.forward(&mut [Chunk { tokens: &tokens, cache: &mut cache, logits: Logits::From(0) }]).unwrap().remove(0).unwrap();
             (logits.to_vec2::<f32>().unwrap(), cache.bytes())
         };
-        let ((exact, exact_bytes), (half, half_bytes)) = (run(CacheType::F32), run(CacheType::F16));
-        assert_eq!(2 * half_bytes, exact_bytes, "{id}: cache bytes");
-        let log_softmax = |v: &[f32]| {
-            let m = v.iter().copied().fold(f32::MIN, f32::max) as f64;
-            let lse = m + v.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
-            v.iter().map(|&x| x as f64 - lse).collect::<Vec<f64>>()
-        };
-        let (mut worst, mut sum, mut nll, mut same) = (0f64, 0f64, [0f64; 2], 0);
-        for (i, (a, b)) in exact.iter().zip(&half).enumerate() {
-            let (p, q) = (log_softmax(a), log_softmax(b));
-            let kl: f64 = p.iter().zip(&q).map(|(x, y)| x.exp() * (x - y)).sum();
-            worst = worst.max(kl);
-            sum += kl;
-            same += usize::from(hearth::engine::sampler::argmax(a) == hearth::engine::sampler::argmax(b));
-            if let Some(&next) = tokens.get(i + 1) {
-                nll[0] -= p[next as usize];
-                nll[1] -= q[next as usize];
+        let (exact, exact_bytes) = run(CacheType::F32);
+        for (ty, per64) in [(CacheType::F16, 32), (CacheType::Q8_0, 17)] {
+            let (ours, bytes) = run(ty);
+            assert_eq!(64 * bytes, per64 * exact_bytes, "{id}: {ty} cache bytes");
+            let (mut worst, mut sum, mut nll, mut same) = (0f64, 0f64, [0f64; 2], 0);
+            for (i, (a, b)) in exact.iter().zip(&ours).enumerate() {
+                let (p, q) = (log_softmax(a), log_softmax(b));
+                let kl: f64 = p.iter().zip(&q).map(|(x, y)| x.exp() * (x - y)).sum();
+                worst = worst.max(kl);
+                sum += kl;
+                same += usize::from(hearth::engine::sampler::argmax(a) == hearth::engine::sampler::argmax(b));
+                if let Some(&next) = tokens.get(i + 1) {
+                    nll[0] -= p[next as usize];
+                    nll[1] -= q[next as usize];
+                }
             }
+            let mean = sum / exact.len() as f64;
+            let ppl = nll.map(|x| (x / (tokens.len() - 1) as f64).exp());
+            let same = same as f64 / exact.len() as f64;
+            assert!(worst > 0.0 && worst < 0.35 && mean < 0.02, "{id} {ty}: KL divergence worst {worst}, mean {mean}");
+            assert!(same > 0.9, "{id} {ty}: the same top token at {same} of positions");
+            assert!((ppl[1] / ppl[0] - 1.0).abs() < 0.015, "{id}: perplexity f32 {} {ty} {}", ppl[0], ppl[1]);
         }
-        let mean = sum / exact.len() as f64;
-        let ppl = nll.map(|x| (x / (tokens.len() - 1) as f64).exp());
-        let same = same as f64 / exact.len() as f64;
-        eprintln!("{id}: {} positions, KL worst {worst:.2e} mean {mean:.2e}, same top token {same:.3}, perplexity f32 {:.4} f16 {:.4}", tokens.len(), ppl[0], ppl[1]);
-        assert!(worst > 0.0 && worst < 0.25 && mean < 0.02, "{id}: KL divergence worst {worst}, mean {mean}");
-        assert!(same > 0.9, "{id}: the same top token at {same} of positions");
-        assert!((ppl[1] / ppl[0] - 1.0).abs() < 0.01, "{id}: perplexity f32 {} f16 {}", ppl[0], ppl[1]);
     }
 }
 

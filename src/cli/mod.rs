@@ -80,9 +80,9 @@ struct ModelArgs {
     /// Where to compute: auto, cpu, cuda, cuda:N or metal.
     #[arg(long, default_value = "auto", env = "HEARTH_DEVICE")]
     device: DeviceChoice,
-    /// What the KV cache stores keys and values as: f16 (half the memory, as llama.cpp's
-    /// default) or f32. On the CPU; GPUs keep f32.
-    #[arg(long, default_value = "f16", env = "HEARTH_CACHE_TYPE", value_name = "f16|f32")]
+    /// What the KV cache stores keys and values as: f16 (half of f32's memory, as llama.cpp's
+    /// default), q8_0 (8-bit, 17/32 of f16's) or f32. On the CPU; GPUs keep f32.
+    #[arg(long, default_value = "f16", env = "HEARTH_CACHE_TYPE", value_name = "f16|q8_0|f32")]
     cache_type: crate::model::CacheType,
 }
 
@@ -106,7 +106,7 @@ impl ModelArgs {
         let device = self.device.open()?;
         let start = Instant::now();
         let mut model = Model::load(path, &device)?;
-        let cache = model.decoder.set_cache_type(self.cache_type);
+        let cache = model.decoder.set_cache_type(self.cache_type)?;
         eprintln!(
             "loaded {} ({}, {}, {:.0} MB, {cache} KV cache) in {:.2}s",
             model.name,

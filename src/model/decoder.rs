@@ -9,7 +9,7 @@ use super::arch::{ModelSpec, RopeStyle};
 use super::gpu;
 use super::kernels::cuda::{self, Step};
 use super::kernels::{activation, attention};
-use super::kv_cache::{CacheType, KvCache};
+use super::kv_cache::{CacheType, KvCache, LayerView, Q8_BLOCK};
 use super::weights::{Attn, Ffn, Layer, Linear, Weights};
 use super::ModelError;
 
@@ -63,11 +63,19 @@ impl Decoder {
 
     /// Makes caches created from now on store keys and values as `t`, and returns the type they
     /// will use: on the CPU `t`; GPUs keep f32 (hearth's CUDA kernels read and write f32 caches).
-    pub fn set_cache_type(&mut self, t: CacheType) -> CacheType {
-        if self.device.is_cpu() {
-            self.cache_type = t;
+    /// Q8_0 needs head sizes in whole blocks of 32.
+    pub fn set_cache_type(&mut self, t: CacheType) -> Result<CacheType, ModelError> {
+        if !self.device.is_cpu() {
+            return Ok(self.cache_type);
         }
-        self.cache_type
+        if t == CacheType::Q8_0 && self.spec.head_dim % Q8_BLOCK != 0 {
+            return Err(ModelError::Input(format!(
+                "a q8_0 KV cache needs a head size in whole blocks of {Q8_BLOCK}; this model's is {}",
+                self.spec.head_dim
+            )));
+        }
+        self.cache_type = t;
+        Ok(t)
     }
 
     /// What new caches store keys and values as.
@@ -77,7 +85,7 @@ impl Decoder {
 
     /// A fresh cache sized for this model's context length.
     pub fn new_cache(&self) -> KvCache {
-        KvCache::new(self.spec.n_layer, self.spec.context_length, self.cache_type.dtype())
+        KvCache::new(self.spec.n_layer, self.spec.context_length, self.cache_type)
     }
 
     /// Runs one step over all chunks; returns per chunk its logits, `[rows, vocab]`, for the rows
@@ -221,8 +229,7 @@ impl Decoder {
             let k = self.heads(&k.narrow(0, start, n)?, spec.n_kv_head, l.k_norm.as_ref(), Some((cos, sin)))?;
             let v = self.heads(&v.narrow(0, start, n)?, spec.n_kv_head, None, None)?;
             let pos = c.cache.len();
-            let (k_all, v_all) = c.cache.append(li, &k, &v)?;
-            seqs.push((q, k_all, v_all, pos));
+            seqs.push((q, c.cache.append(li, &k, &v)?, pos));
             start += n;
         }
         Tensor::cat(&self.attend(&seqs, window)?, 0)
@@ -256,13 +263,13 @@ impl Decoder {
     }
 
     /// Each chunk's attention: `q` (`[n_head, n, hd]`, positions `pos..pos+n`) over all its
-    /// cached keys `k`, `v`. On CPU all chunks go to the worker pool together.
-    fn attend(&self, seqs: &[(Tensor, Tensor, Tensor, usize)], window: Option<usize>) -> Res<Vec<Tensor>> {
+    /// cached keys and values. On CPU all chunks go to the worker pool together.
+    fn attend(&self, seqs: &[(Tensor, LayerView, usize)], window: Option<usize>) -> Res<Vec<Tensor>> {
         let spec = &self.spec;
         if self.device.is_cpu() && seqs.iter().all(|(q, ..)| q.dtype() == candle_core::DType::F32) {
             let jobs: Vec<_> = seqs
                 .iter()
-                .map(|(q, k, v, pos)| {
+                .map(|(q, c, pos)| {
                     let shape = attention::Shape {
                         n_head: spec.n_head,
                         n_kv_head: spec.n_kv_head,
@@ -271,14 +278,19 @@ impl Decoder {
                         pos: *pos,
                         window,
                     };
-                    (q, k, v, shape)
+                    (q, attention::Kv { k: &c.k, v: &c.v, scales: c.scales.as_ref().map(|(k, v)| (k, v)) }, shape)
                 })
                 .collect();
             return attention::attend_many(&jobs);
         }
         let transposed = super::kv_cache::keys_transposed(&self.device);
         seqs.iter()
-            .map(|(q, k, v, pos)| self.attend_tensors(q, &if transposed { k.transpose(1, 2)? } else { k.clone() }, v, *pos, window))
+            .map(|(q, c, pos)| {
+                if c.scales.is_some() {
+                    candle_core::bail!("a q8_0 KV cache is read by the CPU attention only");
+                }
+                self.attend_tensors(q, &if transposed { c.k.transpose(1, 2)? } else { c.k.clone() }, &c.v, *pos, window)
+            })
             .collect()
     }
 

@@ -158,7 +158,7 @@ pub fn decoder_with(path: &std::path::Path, adjust: impl FnOnce(&mut hearth::mod
     adjust(&mut spec);
     let weights = Weights::load(&file, &spec, &Device::Cpu).unwrap();
     let mut dec = Decoder::new(spec, weights, Device::Cpu);
-    assert_eq!(dec.set_cache_type(CacheType::F32), CacheType::F32);
+    assert_eq!(dec.set_cache_type(CacheType::F32).unwrap(), CacheType::F32);
     dec
 }
 

@@ -13,7 +13,9 @@ use super::OutPtr;
 
 mod tiles;
 pub(super) use tiles::fma;
-use tiles::{exp_in_place, for_cpu as tiles_for_cpu, lanes_max, lanes_sum};
+use tiles::{exp_in_place, for_cpu as tiles_for_cpu, lanes_max, lanes_sum, Scales};
+
+use crate::model::kv_cache::Q8_BLOCK;
 
 /// What one layer's attention needs besides its tensors.
 #[derive(Clone, Copy, Debug)]
@@ -45,9 +47,9 @@ fn view(t: &Tensor) -> Result<(*const f32, Vec<usize>)> {
     Ok((data[layout.start_offset()..].as_ptr(), layout.stride().to_vec()))
 }
 
-/// [`view`] for the cache's keys or values, f32 or f16: the first value's address, the strides
-/// and whether the values are f16.
-fn cache_view(t: &Tensor) -> Result<(usize, Vec<usize>, bool)> {
+/// [`view`] for the cache's keys, values or Q8_0 scales: the first value's address, the strides
+/// and the element type (`tiles::F32`, `F16`, or `Q8` for bytes).
+fn cache_view(t: &Tensor) -> Result<(usize, Vec<usize>, u8)> {
     let (storage, layout) = t.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else { candle_core::bail!("attention: tensor is not on the CPU") };
     if layout.stride().last() != Some(&1) {
@@ -55,9 +57,10 @@ fn cache_view(t: &Tensor) -> Result<(usize, Vec<usize>, bool)> {
     }
     let at = layout.start_offset();
     Ok(match t.dtype() {
-        DType::F32 => (cpu.as_slice::<f32>()?[at..].as_ptr() as usize, layout.stride().to_vec(), false),
-        DType::F16 => (cpu.as_slice::<half::f16>()?[at..].as_ptr() as usize, layout.stride().to_vec(), true),
-        d => candle_core::bail!("attention: keys and values in {d:?} (f32 or f16 only)"),
+        DType::F32 => (cpu.as_slice::<f32>()?[at..].as_ptr() as usize, layout.stride().to_vec(), tiles::F32),
+        DType::F16 => (cpu.as_slice::<half::f16>()?[at..].as_ptr() as usize, layout.stride().to_vec(), tiles::F16),
+        DType::U8 => (cpu.as_slice::<u8>()?[at..].as_ptr() as usize, layout.stride().to_vec(), tiles::Q8),
+        d => candle_core::bail!("attention: keys and values in {d:?} (f32, f16 or q8_0 bytes only)"),
     })
 }
 
@@ -82,24 +85,39 @@ const _: () = assert!(KEYS == crate::model::kv_cache::KEY_TILE);
 /// Head-size columns of the value sum held at once per tile row.
 const COLS: usize = 32;
 
-/// `q` `[n_head, n, hd]` against the cached keys `kt`, transposed (`[n_kv_head, hd, pos + n]`, as
-/// the CPU's KV cache keeps them), and values `v` (`[n_kv_head, pos + n, hd]`) → `[n, n_head *
-/// hd]`. `q` is f32; keys and values both f32 or both f16 (the cache's types), widened as read. Both may be views with any head and row stride; keys whose row stride leaves no room
-/// for a whole vector past the last key (as the cache's capacity does) are copied first.
+/// A layer's cached keys and values as attention reads them: keys transposed (`[n_kv_head, hd,
+/// total]`, as the CPU's KV cache keeps them), values `[n_kv_head, total, hd]`, both f32, both
+/// f16, or both Q8_0 bytes with their f16 scales (`[n_kv_head, hd / 32, total]` for the keys,
+/// `[n_kv_head, total, hd / 32]` for the values). Views with any head and row stride.
+#[derive(Clone, Copy)]
+pub struct Kv<'a> {
+    pub k: &'a Tensor,
+    pub v: &'a Tensor,
+    pub scales: Option<(&'a Tensor, &'a Tensor)>,
+}
+
+/// `q` `[n_head, n, hd]` (f32) against the cached keys `kt` and values `v` (f32 or f16, see
+/// [`Kv`]) → `[n, n_head * hd]`. Keys whose row stride leaves no room for a whole vector past
+/// the last key (as the cache's capacity does) are copied first.
 pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, s: Shape) -> Result<Tensor> {
-    Ok(attend_many(&[(q, k, v, s)])?.remove(0))
+    attend_kv(q, Kv { k, v, scales: None }, s)
+}
+
+/// [`attend`] over keys and values of any cache type.
+pub fn attend_kv(q: &Tensor, kv: Kv<'_>, s: Shape) -> Result<Tensor> {
+    Ok(attend_many(&[(q, kv, s)])?.remove(0))
 }
 
 /// Several [`attend`]s (a batch's sequences, each against its own cache) in one pass over the
 /// worker pool, so that a batch of decode steps shares the cores instead of running one small
 /// attention after another on the calling thread.
-pub fn attend_many(jobs: &[(&Tensor, &Tensor, &Tensor, Shape)]) -> Result<Vec<Tensor>> {
+pub fn attend_many(jobs: &[(&Tensor, Kv<'_>, Shape)]) -> Result<Vec<Tensor>> {
     run(jobs, simd())
 }
 
-/// [`attend`] with the portable tile loops even where AVX-512 is present (to test them there).
-pub fn attend_portable(q: &Tensor, k: &Tensor, v: &Tensor, s: Shape) -> Result<Tensor> {
-    Ok(run(&[(q, k, v, s)], false)?.remove(0))
+/// [`attend_kv`] with the portable tile loops even where AVX-512 is present (to test them there).
+pub fn attend_portable(q: &Tensor, kv: Kv<'_>, s: Shape) -> Result<Tensor> {
+    Ok(run(&[(q, kv, s)], false)?.remove(0))
 }
 
 fn simd() -> bool {
@@ -109,8 +127,8 @@ fn simd() -> bool {
     false
 }
 
-fn run(jobs: &[(&Tensor, &Tensor, &Tensor, Shape)], simd: bool) -> Result<Vec<Tensor>> {
-    let jobs = jobs.iter().map(|&(q, k, v, s)| Job::new(q, k, v, s)).collect::<Result<Vec<_>>>()?;
+fn run(jobs: &[(&Tensor, Kv<'_>, Shape)], simd: bool) -> Result<Vec<Tensor>> {
+    let jobs = jobs.iter().map(|&(q, kv, s)| Job::new(q, kv, s)).collect::<Result<Vec<_>>>()?;
     // Item i of the whole batch is item i - starts[j] of job j.
     let mut starts = Vec::with_capacity(jobs.len());
     let mut total = 0;
@@ -158,8 +176,12 @@ struct Job {
     /// Transposed keys: address, head stride, head-size-column stride (≥ `padded`), in elements.
     kp: (usize, usize, usize),
     vp: (usize, usize, usize),
-    /// Keys and values are f16 (else f32).
-    half: bool,
+    /// The keys' and values' element type (`tiles::F32`, `F16`, `Q8`).
+    elem: u8,
+    /// Q8_0 scales: keys' address, head stride, block stride; values' address, head stride,
+    /// row stride (in f16s).
+    ksc: (usize, usize, usize),
+    vsc: (usize, usize, usize),
     /// A padded copy of the keys, where the given view had too little room per column (of the
     /// keys' type).
     _kt: (Vec<f32>, Vec<half::f16>),
@@ -168,7 +190,7 @@ struct Job {
 }
 
 impl Job {
-    fn new(q: &Tensor, kt: &Tensor, v: &Tensor, s: Shape) -> Result<Job> {
+    fn new(q: &Tensor, Kv { k: kt, v, scales }: Kv<'_>, s: Shape) -> Result<Job> {
         let Shape { n_head, n_kv_head, head_dim: hd, .. } = s;
         let (qh, n, qd) = q.dims3()?;
         let (kh, kd, total) = kt.dims3()?;
@@ -181,16 +203,33 @@ impl Job {
         let q = q.contiguous()?;
         let qp = view(&q)?.0 as usize;
         let padded = total.next_multiple_of(KEYS);
-        let ((kp, ks, half), (vp, vs, v_half)) = (cache_view(kt)?, cache_view(v)?);
-        if half != v_half {
+        let ((kp, ks, elem), (vp, vs, v_elem)) = (cache_view(kt)?, cache_view(v)?);
+        if elem != v_elem {
             candle_core::bail!("attention: keys in {:?} but values in {:?}", kt.dtype(), v.dtype());
+        }
+        let (mut ksc, mut vsc) = ((0, 0, 0), (0, 0, 0));
+        match (elem, scales) {
+            (tiles::Q8, Some((kscales, vscales))) => {
+                let blocks = hd / Q8_BLOCK;
+                let ((a, sk, ek), (b, sv, ev)) = (cache_view(kscales)?, cache_view(vscales)?);
+                if hd % Q8_BLOCK != 0 || kscales.dims3()? != (kh, blocks, total) || vscales.dims3()? != (kh, total, blocks) || (ek, ev) != (tiles::F16, tiles::F16) {
+                    candle_core::bail!("attention: q8_0 scales {:?} and {:?} ({:?}) do not fit keys {:?}", kscales.shape(), vscales.shape(), kscales.dtype(), kt.shape());
+                }
+                if ks[1] < padded || ks[0] < hd * ks[1] || sk[1] < padded {
+                    candle_core::bail!("attention: q8_0 keys need room for a whole tile of {KEYS} past the last key");
+                }
+                (ksc, vsc) = ((a, sk[0], sk[1]), (b, sv[0], sv[1]));
+            }
+            (tiles::Q8, None) => candle_core::bail!("attention: q8_0 keys and values without their scales"),
+            (_, Some(_)) => candle_core::bail!("attention: scales given for {:?} keys and values", kt.dtype()),
+            (_, None) => {}
         }
         let mut copy = (Vec::new(), Vec::new());
         let kp = if ks[1] >= padded && ks[0] >= hd * ks[1] {
             (kp, ks[0], ks[1])
         } else {
             // SAFETY: column d of head h holds `total` values at the view's strides.
-            let at = if half {
+            let at = if elem == tiles::F16 {
                 copy.1 = unsafe { padded_keys(kp as *const half::f16, (kh, hd), &ks, total, padded) };
                 copy.1.as_ptr() as usize
             } else {
@@ -203,7 +242,7 @@ impl Job {
         let rt = if n >= ROWS { ROWS } else { 1 };
         let mut out = vec![0f32; n * n_head * hd];
         let dst = OutPtr(out.as_mut_ptr());
-        Ok(Job { s, n, total, padded, rt, tiles: n.div_ceil(rt), _q: q, qp, kp, vp, half, _kt: copy, out, dst })
+        Ok(Job { s, n, total, padded, rt, tiles: n.div_ceil(rt), _q: q, qp, kp, vp, elem, ksc, vsc, _kt: copy, out, dst })
     }
 
     fn items(&self) -> usize {
@@ -223,15 +262,15 @@ impl Job {
 
     /// Head `h`'s query rows of tile `t` against the keys they see, into the output.
     fn item(&self, item: usize, simd: bool, b: &mut Scratch) {
-        if self.half {
-            self.item_of::<true>(item, simd, b)
-        } else {
-            self.item_of::<false>(item, simd, b)
+        match self.elem {
+            tiles::F16 => self.item_of::<{ tiles::F16 }>(item, simd, b),
+            tiles::Q8 => self.item_of::<{ tiles::Q8 }>(item, simd, b),
+            _ => self.item_of::<{ tiles::F32 }>(item, simd, b),
         }
     }
 
-    /// [`Job::item`] with keys and values of f16 (`HALF`) or f32.
-    fn item_of<const HALF: bool>(&self, item: usize, simd: bool, b: &mut Scratch) {
+    /// [`Job::item`] with keys and values of element type `E`.
+    fn item_of<const E: u8>(&self, item: usize, simd: bool, b: &mut Scratch) {
         let (s, n, hd, rt, padded) = (self.s, self.n, self.s.head_dim, self.rt, self.padded);
         let (h, t) = (item / self.tiles, item % self.tiles);
         let (i0, rows) = (t * rt, rt.min(n - t * rt));
@@ -261,21 +300,23 @@ impl Job {
         let (kp, khs, kds) = self.kp;
         // SAFETY: head kv's columns d < hd hold `kds` ≥ `padded` values (checked in `new`), and
         // every tile ends at or before `padded`.
-        let kt = unsafe { (kp as *const u8).add(kv * khs * tiles::size::<HALF>()) };
+        let kt = unsafe { (kp as *const u8).add(kv * khs * tiles::size::<E>()) };
+        // Q8_0: the head's key scales (f16s), block rows `ksc.2` apart.
+        let ksc = Scales { p: (self.ksc.0 + 2 * kv * self.ksc.1) as *const u8, block: self.ksc.2, row: 1 };
         let mut jt = j0;
         while rt == 1 && jt + 4 * KEYS <= padded && jt + 3 * KEYS <= last {
-            let four = unsafe { tiles_for_cpu::score_row4::<HALF>(simd, &qt[..hd], kt, kds, jt) };
+            let four = unsafe { tiles_for_cpu::score_row4::<E>(simd, &qt[..hd], kt, kds, jt, ksc) };
             scores[jt..][..4 * KEYS].copy_from_slice(four.as_flattened());
             jt += 4 * KEYS;
         }
         for jt in (jt..=last).step_by(KEYS) {
             if rt == ROWS {
-                let tile = unsafe { tiles_for_cpu::score::<ROWS, HALF>(simd, &qt[..hd * ROWS], kt, kds, jt) };
+                let tile = unsafe { tiles_for_cpu::score::<ROWS, E>(simd, &qt[..hd * ROWS], kt, kds, jt, ksc) };
                 for (r, t) in tile.iter().enumerate() {
                     scores[r * padded + jt..][..KEYS].copy_from_slice(t);
                 }
             } else {
-                let [t] = unsafe { tiles_for_cpu::score::<1, HALF>(simd, &qt[..hd], kt, kds, jt) };
+                let [t] = unsafe { tiles_for_cpu::score::<1, E>(simd, &qt[..hd], kt, kds, jt, ksc) };
                 scores[jt..][..KEYS].copy_from_slice(&t);
             }
         }
@@ -301,11 +342,13 @@ impl Job {
             let mut acc = [[0f32; COLS]; ROWS];
             // SAFETY: value rows j0..=last of head kv hold hd values from column 0 at v's strides.
             unsafe {
-                let v = (vp as *const u8).add((kv * vh + j0 * vr + c0) * tiles::size::<HALF>());
+                let v = (vp as *const u8).add((kv * vh + j0 * vr + c0) * tiles::size::<E>());
+                // Q8_0: the scale of columns c0.. of value row j0, rows `vsc.2` apart.
+                let vsc = Scales { p: (self.vsc.0 + 2 * (kv * self.vsc.1 + j0 * self.vsc.2 + c0 / Q8_BLOCK)) as *const u8, block: 1, row: self.vsc.2 };
                 if rt == ROWS {
-                    acc = tiles_for_cpu::value::<ROWS, HALF>(simd, &pt[..keys * rt], v, vr, cols);
+                    acc = tiles_for_cpu::value::<ROWS, E>(simd, &pt[..keys * rt], v, vr, cols, vsc);
                 } else {
-                    acc[0] = tiles_for_cpu::value::<1, HALF>(simd, &pt[..keys * rt], v, vr, cols)[0];
+                    acc[0] = tiles_for_cpu::value::<1, E>(simd, &pt[..keys * rt], v, vr, cols, vsc)[0];
                 }
             }
             for (r, acc) in acc.iter().enumerate().take(rows) {
