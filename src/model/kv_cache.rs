@@ -284,3 +284,38 @@ pub fn quantize_q8(x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
     let dev = x.device();
     Ok((Tensor::from_vec(bytes, (heads, n, hd), dev)?, Tensor::from_vec(scales, (heads, n, hd / Q8_BLOCK), dev)?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every type: a cloned prefix holds the original's first positions, and both grow alike
+    /// from there (the prefix cache's reuse); the views cover exactly the positions stored.
+    #[test]
+    fn a_cloned_prefix_holds_the_same_values_and_grows_alike() {
+        let dev = Device::Cpu;
+        let rand = |n: usize| Tensor::randn(0f32, 1.0, (2, n, 64), &dev).unwrap();
+        let f32s = |t: &Tensor| t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for ty in [CacheType::F32, CacheType::F16, CacheType::Q8_0] {
+            let mut cache = KvCache::new(1, 500, ty);
+            cache.append(0, &rand(70), &rand(70)).unwrap();
+            cache.advance(70);
+            let mut prefix = cache.clone_prefix(40).unwrap();
+            assert_eq!((prefix.len(), prefix.cache_type()), (40, ty));
+            cache.truncate(40);
+            let (k, v) = (rand(30), rand(30));
+            let (a, b) = (cache.append(0, &k, &v).unwrap(), prefix.append(0, &k, &v).unwrap());
+            assert_eq!(a.k.dims(), &[2, 64, 70], "{ty}: keys transposed, 70 positions");
+            assert_eq!(a.v.dims(), &[2, 70, 64], "{ty}");
+            assert_eq!((f32s(&a.k), f32s(&a.v)), (f32s(&b.k), f32s(&b.v)), "{ty}: values");
+            match (&a.scales, &b.scales) {
+                (Some((ka, va)), Some((kb, vb))) => {
+                    assert_eq!((ka.dims(), va.dims()), (&[2, 2, 70][..], &[2, 70, 2][..]), "{ty}: scales");
+                    assert_eq!((f32s(ka), f32s(va)), (f32s(kb), f32s(vb)), "{ty}: scales");
+                }
+                (None, None) => assert_ne!(ty, CacheType::Q8_0),
+                _ => panic!("{ty}: scales on one side only"),
+            }
+        }
+    }
+}
