@@ -89,11 +89,6 @@ fn f16_and_q8_0_caches_follow_the_f32_cache() {
     use hearth::model::{CacheType, Chunk, Logits};
     let whole = include_str!("../src/model/gguf.rs");
     let text = &whole[..whole.char_indices().nth(1500).unwrap().0];
-    let log_softmax = |v: &[f32]| {
-        let m = v.iter().copied().fold(f32::MIN, f32::max) as f64;
-        let lse = m + v.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
-        v.iter().map(|&x| x as f64 - lse).collect::<Vec<f64>>()
-    };
     for id in [SMOL, GEMMA] {
         let mut model = load(id);
         assert_eq!(model.decoder.cache_type(), CacheType::F16, "{id}: the default cache type");
@@ -110,7 +105,7 @@ fn f16_and_q8_0_caches_follow_the_f32_cache() {
             assert_eq!(64 * bytes, per64 * exact_bytes, "{id}: {ty} cache bytes");
             let (mut worst, mut sum, mut nll, mut same) = (0f64, 0f64, [0f64; 2], 0);
             for (i, (a, b)) in exact.iter().zip(&ours).enumerate() {
-                let (p, q) = (log_softmax(a), log_softmax(b));
+                let (p, q) = (common::log_softmax(a), common::log_softmax(b));
                 let kl: f64 = p.iter().zip(&q).map(|(x, y)| x.exp() * (x - y)).sum();
                 worst = worst.max(kl);
                 sum += kl;

@@ -301,10 +301,9 @@ impl Decoder {
         let total = k.dim(1)?;
         // Keys before `first` are invisible to every query of this chunk.
         let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
-        // Views of the cache, not copies: a copy per layer per token grew with the context (the
-        // caches these devices get hold f32, so the casts change nothing).
-        let k = k.narrow(1, first, total - first)?.to_dtype(q.dtype())?;
-        let v = v.narrow(1, first, total - first)?.to_dtype(q.dtype())?;
+        // Views of the cache, not copies: a copy per layer per token grew with the context.
+        let k = k.narrow(1, first, total - first)?;
+        let v = v.narrow(1, first, total - first)?;
         let t = total - first;
         let group = spec.n_head / spec.n_kv_head;
         let hd = spec.head_dim;

@@ -105,11 +105,6 @@ pub fn reference_greedy(path: &std::path::Path, prompt: &[u32], n: usize) -> Vec
 pub fn teacher_forced(model: &hearth::model::Model, path: &std::path::Path, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<(f64, Option<f32>)>) {
     use hearth::engine::sampler::argmax;
     use hearth::model::{Chunk, Logits};
-    let log_softmax = |v: &[f32]| {
-        let m = v.iter().copied().fold(f32::MIN, f32::max) as f64;
-        let lse = m + v.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
-        v.iter().map(|&x| x as f64 - lse).collect::<Vec<f64>>()
-    };
     let mut r = Reference::load(path);
     let mut cache = model.decoder.new_cache();
     let mut feed = prompt.to_vec();
@@ -129,6 +124,13 @@ pub fn teacher_forced(model: &hearth::model::Model, path: &std::path::Path, prom
         feed = vec![b];
     }
     (tokens, steps)
+}
+
+/// Log-probabilities of a row of logits, in f64.
+pub fn log_softmax(v: &[f32]) -> Vec<f64> {
+    let m = v.iter().copied().fold(f32::MIN, f32::max) as f64;
+    let lse = m + v.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
+    v.iter().map(|&x| x as f64 - lse).collect()
 }
 
 /// Greedy continuation of `prompt` by hearth's decoder, `n` tokens, ignoring end-of-generation.

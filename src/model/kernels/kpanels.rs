@@ -57,35 +57,6 @@ const fn halves(base: usize, x: usize, r: usize) -> usize {
     base + 2 * r + x
 }
 
-/// Where byte `i` of row `r`'s GGUF block goes in the panel block.
-fn place(kind: Kind, i: usize, r: usize) -> usize {
-    match kind {
-        // d, dmin, scales[12], qs[128]
-        Kind::Q4K => match i {
-            0..2 => halves(0, i, r),
-            2..4 => halves(at::DMIN, i - 2, r),
-            4..16 => lanes(at::SCALES, i - 4, r),
-            _ => lanes(at::Q4K_QS, i - 16, r),
-        },
-        // d, dmin, scales[12], qh[32], qs[128]
-        Kind::Q5K => match i {
-            0..2 => halves(0, i, r),
-            2..4 => halves(at::DMIN, i - 2, r),
-            4..16 => lanes(at::SCALES, i - 4, r),
-            16..48 => lanes(at::Q5K_QH, i - 16, r),
-            _ => lanes(at::Q5K_QS, i - 48, r),
-        },
-        // ql[128], qh[64], scales[16], d
-        Kind::Q6K => match i {
-            0..128 => lanes(at::q6k_ql(i / 32), i % 32, r),
-            128..192 => lanes(at::q6k_qh((i - 128) / 32), (i - 128) % 32, r),
-            192..208 => lanes(at::Q6K_SCALES, i - 192, r),
-            _ => halves(0, i - 208, r),
-        },
-        _ => unreachable!("{kind:?} is not a K-quant"),
-    }
-}
-
 /// Where a stretch of a GGUF block goes: a run of 16 halves, or a lane-run field.
 #[derive(Clone, Copy)]
 enum Field {
@@ -93,8 +64,8 @@ enum Field {
     Lanes(usize),
 }
 
-/// Each type's block as stretches (first byte, length, destination), the map [`place`] draws
-/// byte by byte, for packing four bytes at a time.
+/// Each type's GGUF block as stretches (first byte, length, destination field): the layout
+/// table above, which [`place`] reads byte by byte and [`pack_block`] four bytes at a time.
 fn fields(kind: Kind) -> &'static [(usize, usize, Field)] {
     use Field::{Halves, Lanes};
     // A constant: `&[...]` of const fn calls is not promoted to a static.
@@ -113,6 +84,15 @@ fn fields(kind: Kind) -> &'static [(usize, usize, Field)] {
         Kind::Q5K => &[(0, 2, Halves(0)), (2, 2, Halves(at::DMIN)), (4, 12, Lanes(at::SCALES)), (16, 32, Lanes(at::Q5K_QH)), (48, 128, Lanes(at::Q5K_QS))],
         Kind::Q6K => &Q6K,
         _ => unreachable!("{kind:?} is not a K-quant"),
+    }
+}
+
+/// Where byte `i` of row `r`'s GGUF block goes in the panel block.
+fn place(kind: Kind, i: usize, r: usize) -> usize {
+    let &(from, _, field) = fields(kind).iter().find(|&&(from, len, _)| (from..from + len).contains(&i)).expect("a byte of the block");
+    match field {
+        Field::Halves(base) => halves(base, i - from, r),
+        Field::Lanes(base) => lanes(base, i - from, r),
     }
 }
 

@@ -245,14 +245,22 @@ unsafe fn prefetch(p: *const u8) {
 }
 
 /// An output buffer shared with the pool's workers, each writing its own part of it.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: callers have workers write disjoint parts (see `matmul` and `dequant::matmul`).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
+struct OutPtr<T = f32>(*mut T);
+// SAFETY: callers have workers write disjoint parts (see `matmul`, `dequant::matmul` and
+// `Packed::new`).
+unsafe impl<T> Send for OutPtr<T> {}
+unsafe impl<T> Sync for OutPtr<T> {}
 
-impl OutPtr {
-    fn get(self) -> *mut f32 {
+// By hand: derived, they would ask `T` to be `Copy` too.
+impl<T> Clone for OutPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for OutPtr<T> {}
+
+impl<T> OutPtr<T> {
+    fn get(self) -> *mut T {
         self.0
     }
 }

@@ -97,7 +97,7 @@ impl Packed {
         // released once packed). Most of the time is the kernel's first touch of the new
         // pages, which the cores then take in parallel too.
         let group = ((8 << 20) / (PANEL * row_bytes)).max(1);
-        let out = DataPtr(data.as_mut_ptr());
+        let out = super::OutPtr(data.as_mut_ptr());
         for g in (0..panels).step_by(group) {
             let end = (g + group).min(panels);
             candle_core::utils::barrier_pool().execute_chunked(end - g, |range| {
@@ -210,19 +210,6 @@ impl Packed {
             super::vnni::matmul_many(ws, xs, m, &mut outs)
         };
         ws.iter().zip(outs).map(|(w, o)| Tensor::from_vec(o, (m, w.n), &Device::Cpu)).collect()
-    }
-}
-
-/// The packed matrix's bytes, written by the worker pool's threads, each its own panels.
-#[derive(Clone, Copy)]
-struct DataPtr(*mut u8);
-// SAFETY: `Packed::new` has each panel written by one worker alone.
-unsafe impl Send for DataPtr {}
-unsafe impl Sync for DataPtr {}
-
-impl DataPtr {
-    fn get(self) -> *mut u8 {
-        self.0
     }
 }
 

@@ -36,20 +36,10 @@ pub struct Shape {
 const INLINE: usize = 1 << 16;
 
 /// A CPU f32 tensor's first value and its strides (in elements). The pointer stays valid while
-/// the tensor lives and nothing writes to it, which holds for the whole of [`attend`].
-fn view(t: &Tensor) -> Result<(*const f32, Vec<usize>)> {
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else { candle_core::bail!("attention: tensor is not on the CPU") };
-    let data = cpu.as_slice::<f32>()?;
-    if layout.stride().last() != Some(&1) {
-        candle_core::bail!("attention: the last dimension must be contiguous");
-    }
-    Ok((data[layout.start_offset()..].as_ptr(), layout.stride().to_vec()))
-}
-
-/// [`view`] for the cache's keys, values or Q8_0 scales: the first value's address, the strides
-/// and the element type (`tiles::F32`, `F16`, or `Q8` for bytes).
-fn cache_view(t: &Tensor) -> Result<(usize, Vec<usize>, u8)> {
+/// A CPU tensor's first value, its strides (in elements) and its element type (`tiles::F32`,
+/// `F16`, or `Q8` for the bytes of a Q8_0 cache). The address stays valid while the tensor lives
+/// and nothing writes to it, which holds for the whole of [`attend`].
+fn view(t: &Tensor) -> Result<(usize, Vec<usize>, u8)> {
     let (storage, layout) = t.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else { candle_core::bail!("attention: tensor is not on the CPU") };
     if layout.stride().last() != Some(&1) {
@@ -201,9 +191,12 @@ impl Job {
             candle_core::bail!("attention: {n_head} query heads cannot share {n_kv_head} key/value heads");
         }
         let q = q.contiguous()?;
-        let qp = view(&q)?.0 as usize;
+        let (qp, _, q_elem) = view(&q)?;
+        if q_elem != tiles::F32 {
+            candle_core::bail!("attention: queries in {:?} (f32 only)", q.dtype());
+        }
         let padded = total.next_multiple_of(KEYS);
-        let ((kp, ks, elem), (vp, vs, v_elem)) = (cache_view(kt)?, cache_view(v)?);
+        let ((kp, ks, elem), (vp, vs, v_elem)) = (view(kt)?, view(v)?);
         if elem != v_elem {
             candle_core::bail!("attention: keys in {:?} but values in {:?}", kt.dtype(), v.dtype());
         }
@@ -211,7 +204,7 @@ impl Job {
         match (elem, scales) {
             (tiles::Q8, Some((kscales, vscales))) => {
                 let blocks = hd / Q8_BLOCK;
-                let ((a, sk, ek), (b, sv, ev)) = (cache_view(kscales)?, cache_view(vscales)?);
+                let ((a, sk, ek), (b, sv, ev)) = (view(kscales)?, view(vscales)?);
                 if hd % Q8_BLOCK != 0 || kscales.dims3()? != (kh, blocks, total) || vscales.dims3()? != (kh, total, blocks) || (ek, ev) != (tiles::F16, tiles::F16) {
                     candle_core::bail!("attention: q8_0 scales {:?} and {:?} ({:?}) do not fit keys {:?}", kscales.shape(), vscales.shape(), kscales.dtype(), kt.shape());
                 }
