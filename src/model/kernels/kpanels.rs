@@ -5,19 +5,22 @@
 //! block, dequantized by candle's own `to_float`.
 //!
 //! Every layout opens with the 16 rows' f16 scales (`d`, then Q4_K's and Q5_K's `dmin`); the
-//! other fields are "lane runs": 64-byte vectors whose lane `r` (4 bytes) holds 4 consecutive
-//! bytes of row `r`, so that one `vpdpbusd` meets 4 values of each of 16 rows, and a field's
-//! 32-byte stretch `s` fills eight vectors (512 bytes) from `base + 512 * s`.
+//! other fields are "lane runs": 64-byte vectors ("lines") whose lane `r` (4 bytes) holds 4
+//! consecutive bytes of row `r`, so that one `vpdpbusd` meets 4 values of each of 16 rows. A
+//! field's 32-byte stretch fills eight lines: one after the other (512 bytes), or "paired", every
+//! other line, the lines between holding the stretch read with it.
 //!
-//! | type | 16 × d | 16 × dmin | scales (lane runs) | qh (lane runs) | qs / ql (lane runs) |
-//! |------|--------|-----------|--------------------|----------------|---------------------|
-//! | Q4_K | 0      | 32        | 64 (12 bytes)      | —              | 256 (128 bytes)     |
-//! | Q5_K | 0      | 32        | 64 (12 bytes)      | 256 (32 bytes) | 768 (128 bytes)     |
-//! | Q6_K | 0      | —         | 32 (16 bytes)      | 288 + 1536 h   | 800 + 1536 h + 512 s|
+//! The kernels meet each block's bytes in the order they lie: the hardware prefetcher follows
+//! loads that walk forward through memory, and two streams read side by side (a 64-byte line of
+//! `qh`, then the line of `ql` 512 bytes on, and so on) defeat it: such a read pattern moved
+//! 11 GB/s on one core where a forward walk moves 25. So each sub-block's `qh` line and its value
+//! line are paired:
 //!
-//! Q6_K's halves (128 values, h = 0, 1) each keep their `qh` stretch and their two `ql` stretches
-//! (s = 0, 1) together, in the order the kernel reads them, so one decode step streams each half
-//! forward through memory (the hardware prefetcher follows a forward stream, not jumps back).
+//! | type | 16 × d | 16 × dmin | scales         | values (lane runs)                                    |
+//! |------|--------|-----------|----------------|-------------------------------------------------------|
+//! | Q4_K | 0      | 32        | 64 (12 bytes)  | qs stretches 0–3 from 256                             |
+//! | Q5_K | 0      | 32        | 64 (12 bytes)  | qh paired with qs stretch 0 from 256; qs 1–3 from 1280|
+//! | Q6_K | 0      | —         | 32 (16 bytes)  | half h from 288 + 1536 h: qh paired with ql 2h, then ql 2h + 1 |
 
 use candle_core::quantized::k_quants::{BlockQ4K, BlockQ5K, BlockQ6K, GgmlType};
 
@@ -26,30 +29,48 @@ use super::packed::Kind;
 /// Values per K-quant block.
 pub const QK_K: usize = 256;
 
-/// Where lane runs of panel fields start (bytes into a panel block).
+/// Where the fields of a panel block lie (bytes into it); `g` is a line of a stretch (0–7).
 pub mod at {
     /// Q4_K and Q5_K: 16 × f16 `dmin`, after the 16 × f16 `d`.
     pub const DMIN: usize = 32;
     /// Q4_K and Q5_K: the 12 bytes of packed 6-bit scales and minimums.
     pub const SCALES: usize = 64;
-    pub const Q4K_QS: usize = 256;
-    pub const Q5K_QH: usize = 256;
-    pub const Q5K_QS: usize = 768;
+    /// Q4_K's `qs` stretch `s` (0–3), line `g`.
+    pub const fn q4k_qs(s: usize, g: usize) -> usize {
+        256 + 512 * s + 64 * g
+    }
+    /// Q5_K's `qh` (the fifth bits of all 256 values), line `g`.
+    pub const fn q5k_qh(g: usize) -> usize {
+        256 + 128 * g
+    }
+    /// Q5_K's `qs` stretch `s` (0–3), line `g`: stretch 0 paired with `qh`, the others after them.
+    pub const fn q5k_qs(s: usize, g: usize) -> usize {
+        if s == 0 {
+            320 + 128 * g
+        } else {
+            1280 + 512 * (s - 1) + 64 * g
+        }
+    }
     /// Q6_K: the 16 signed 8-bit scales (one per 16 values).
     pub const Q6K_SCALES: usize = 32;
-    /// Q6_K's `qh` stretch of half `h` (the top bits of values 128h..128h + 128).
-    pub const fn q6k_qh(h: usize) -> usize {
-        288 + 1536 * h
+    /// Q6_K's `qh` stretch of half `h` (the top bits of values 128h..128h + 128), line `g`.
+    pub const fn q6k_qh(h: usize, g: usize) -> usize {
+        288 + 1536 * h + 128 * g
     }
-    /// Q6_K's `ql` stretch `s` (0–3: low nibbles of half s / 2, then high), after its half's `qh`.
-    pub const fn q6k_ql(s: usize) -> usize {
-        q6k_qh(s / 2) + 512 * (1 + s % 2)
+    /// Q6_K's `ql` stretch `s` (0–3: low nibbles of half s / 2, then high), line `g`: stretch 2h
+    /// paired with half h's `qh`, stretch 2h + 1 after them.
+    pub const fn q6k_ql(s: usize, g: usize) -> usize {
+        if s % 2 == 0 {
+            q6k_qh(s / 2, g) + 64
+        } else {
+            q6k_qh(s / 2, 0) + 1024 + 64 * g
+        }
     }
 }
 
-/// Byte `x` of a lane-run field at `base`, row `r`.
-const fn lanes(base: usize, x: usize, r: usize) -> usize {
-    base + 512 * (x / 32) + 64 * ((x % 32) / 4) + 4 * r + x % 4
+/// Byte `x` of a lane-run field, row `r`, its line `g` (0–7) of stretch `s` at `line(s, g)`.
+fn lanes(line: fn(usize, usize) -> usize, x: usize, r: usize) -> usize {
+    line(x / 32, (x % 32) / 4) + 4 * r + x % 4
 }
 
 /// Byte `x` (0 or 1) of row `r`'s f16 in a run of 16 halves at `base`.
@@ -57,11 +78,12 @@ const fn halves(base: usize, x: usize, r: usize) -> usize {
     base + 2 * r + x
 }
 
-/// Where a stretch of a GGUF block goes: a run of 16 halves, or a lane-run field.
+/// Where a stretch of a GGUF block goes: a run of 16 halves, or a lane-run field whose stretch
+/// `s`, line `g` starts at `line(s, g)`.
 #[derive(Clone, Copy)]
 enum Field {
     Halves(usize),
-    Lanes(usize),
+    Lanes(fn(usize, usize) -> usize),
 }
 
 /// Each type's GGUF block as stretches (first byte, length, destination field): the layout
@@ -69,20 +91,40 @@ enum Field {
 fn fields(kind: Kind) -> &'static [(usize, usize, Field)] {
     use Field::{Halves, Lanes};
     // A constant: `&[...]` of const fn calls is not promoted to a static.
-    const Q6K: [(usize, usize, Field); 8] = [
-        (0, 32, Lanes(at::q6k_ql(0))),
-        (32, 32, Lanes(at::q6k_ql(1))),
-        (64, 32, Lanes(at::q6k_ql(2))),
-        (96, 32, Lanes(at::q6k_ql(3))),
-        (128, 32, Lanes(at::q6k_qh(0))),
-        (160, 32, Lanes(at::q6k_qh(1))),
-        (192, 16, Lanes(at::Q6K_SCALES)),
-        (208, 2, Halves(0)),
-    ];
+    /// A run of whole lines from `BASE` (stretch s, line g at `BASE + 512 s + 64 g`).
+    fn run<const BASE: usize>(s: usize, g: usize) -> usize {
+        BASE + 512 * s + 64 * g
+    }
+    // One stretch of a field that the GGUF block holds as several.
+    fn q5k_qs_from_1(s: usize, g: usize) -> usize {
+        at::q5k_qs(s + 1, g)
+    }
+    fn q6k_qh_1(_: usize, g: usize) -> usize {
+        at::q6k_qh(1, g)
+    }
+    fn ql<const S: usize>(_: usize, g: usize) -> usize {
+        at::q6k_ql(S, g)
+    }
     match kind {
-        Kind::Q4K => &[(0, 2, Halves(0)), (2, 2, Halves(at::DMIN)), (4, 12, Lanes(at::SCALES)), (16, 128, Lanes(at::Q4K_QS))],
-        Kind::Q5K => &[(0, 2, Halves(0)), (2, 2, Halves(at::DMIN)), (4, 12, Lanes(at::SCALES)), (16, 32, Lanes(at::Q5K_QH)), (48, 128, Lanes(at::Q5K_QS))],
-        Kind::Q6K => &Q6K,
+        Kind::Q4K => &[(0, 2, Halves(0)), (2, 2, Halves(at::DMIN)), (4, 12, Lanes(run::<{ at::SCALES }>)), (16, 128, Lanes(at::q4k_qs))],
+        Kind::Q5K => &[
+            (0, 2, Halves(0)),
+            (2, 2, Halves(at::DMIN)),
+            (4, 12, Lanes(run::<{ at::SCALES }>)),
+            (16, 32, Lanes(|_, g| at::q5k_qh(g))),
+            (48, 32, Lanes(at::q5k_qs)),
+            (80, 96, Lanes(q5k_qs_from_1)),
+        ],
+        Kind::Q6K => &[
+            (0, 32, Lanes(ql::<0>)),
+            (32, 32, Lanes(ql::<1>)),
+            (64, 32, Lanes(ql::<2>)),
+            (96, 32, Lanes(ql::<3>)),
+            (128, 32, Lanes(at::q6k_qh)),
+            (160, 32, Lanes(q6k_qh_1)),
+            (192, 16, Lanes(run::<{ at::Q6K_SCALES }>)),
+            (208, 2, Halves(0)),
+        ],
         _ => unreachable!("{kind:?} is not a K-quant"),
     }
 }
@@ -92,7 +134,7 @@ fn place(kind: Kind, i: usize, r: usize) -> usize {
     let &(from, _, field) = fields(kind).iter().find(|&&(from, len, _)| (from..from + len).contains(&i)).expect("a byte of the block");
     match field {
         Field::Halves(base) => halves(base, i - from, r),
-        Field::Lanes(base) => lanes(base, i - from, r),
+        Field::Lanes(line) => lanes(line, i - from, r),
     }
 }
 
@@ -102,9 +144,9 @@ pub fn pack_block(kind: Kind, src: &[u8], r: usize, dst: &mut [u8]) {
     for &(from, len, field) in fields(kind) {
         match field {
             Field::Halves(base) => dst[halves(base, 0, r)..][..2].copy_from_slice(&src[from..from + 2]),
-            Field::Lanes(base) => {
+            Field::Lanes(line) => {
                 for x in (0..len).step_by(4) {
-                    dst[lanes(base, x, r)..][..4].copy_from_slice(&src[from + x..][..4]);
+                    dst[lanes(line, x, r)..][..4].copy_from_slice(&src[from + x..][..4]);
                 }
             }
         }

@@ -16,7 +16,7 @@
 use std::arch::x86_64::*;
 
 use super::kpanels::{at, QK_K};
-use super::vnni::{dot, halves, round_away, Layout, ROWS};
+use super::vnni::{dot, halves, load, round_away, step, Layout, ROWS};
 use super::QK;
 
 mod decoded;
@@ -114,7 +114,7 @@ pub(super) unsafe fn quantize(xs: &[f32], m: usize, k: usize) -> KActs {
 #[target_feature(enable = "avx512f,avx512bw")]
 #[inline]
 unsafe fn scales_and_mins(p: *const u8) -> ([__m512i; SUBS], [__m512i; SUBS]) {
-    let v = |i: usize| _mm512_loadu_si512(p.add(at::SCALES + 64 * i) as *const _);
+    let v = |i: usize| load(p.add(at::SCALES + 64 * i));
     let (s0, s1, s2) = (v(0), v(1), v(2));
     let (k6, k4, k2) = (_mm512_set1_epi32(0x3f3f3f3f), _mm512_set1_epi32(0x0f0f0f0f), _mm512_set1_epi32(0x03030303));
     let top = |x: __m512i| _mm512_slli_epi32::<4>(_mm512_and_si512(_mm512_srli_epi32::<6>(x), k2));
@@ -143,18 +143,18 @@ unsafe fn shift(x: __m512i, by: i32) -> __m512i {
 
 /// Q4_K's (`FIFTH` false) or Q5_K's sub-block `j` of panel block `p` as the eight unsigned
 /// operands of `vpdpbusd`: the nibbles are the low (j even) or high halves of the bytes of
-/// stretch `j / 2`, Q5_K's fifth bits bit `j` of each `qh` byte.
+/// stretch `j / 2`, Q5_K's fifth bits bit `j` of each `qh` byte. Lines are read in the order they
+/// lie (Q5_K's `qh` line before the `qs` line paired with it).
 #[target_feature(enable = "avx512f,avx512bw")]
 #[inline]
 unsafe fn q45_operands<const FIFTH: bool>(p: *const u8, j: usize) -> [__m512i; 8] {
-    let qs = p.add(if FIFTH { at::Q5K_QS } else { at::Q4K_QS });
     let (low, bit4) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x10));
     let mut ops = [_mm512_setzero_si512(); 8];
     for (g, op) in ops.iter_mut().enumerate() {
-        let x = _mm512_loadu_si512(qs.add(512 * (j / 2) + 64 * g) as *const _);
+        let h = if FIFTH { load(p.add(at::q5k_qh(g))) } else { _mm512_setzero_si512() };
+        let x = load(p.add(if FIFTH { at::q5k_qs(j / 2, g) } else { at::q4k_qs(j / 2, g) }));
         *op = _mm512_and_si512(if j % 2 == 0 { x } else { _mm512_srli_epi16::<4>(x) }, low);
         if FIFTH {
-            let h = _mm512_loadu_si512(p.add(at::Q5K_QH + 64 * g) as *const _);
             // op | (bit j of each byte, moved to bit 4)
             *op = _mm512_ternarylogic_epi32::<0xEA>(shift(h, 4 - j as i32), bit4, *op);
         }
@@ -170,14 +170,13 @@ unsafe fn q45_operands<const FIFTH: bool>(p: *const u8, j: usize) -> [__m512i; 8
 #[inline]
 unsafe fn q6k_operands(p: *const u8, j: usize) -> [__m512i; 8] {
     let (half, q) = (j / 4, j % 4);
-    let ql = p.add(at::q6k_ql(2 * half + q % 2));
-    let qh = p.add(at::q6k_qh(half));
     let (low, top2) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
     let mut ops = [_mm512_setzero_si512(); 8];
     for (g, op) in ops.iter_mut().enumerate() {
-        let l = _mm512_loadu_si512(ql.add(64 * g) as *const _);
+        // In the order the lines lie: `qh` line g, then the `ql` line paired with it.
+        let h = load(p.add(at::q6k_qh(half, g)));
+        let l = load(p.add(at::q6k_ql(2 * half + q % 2, g)));
         let l = _mm512_and_si512(if q < 2 { l } else { _mm512_srli_epi16::<4>(l) }, low);
-        let h = _mm512_loadu_si512(qh.add(64 * g) as *const _);
         // l | (bits 2q, 2q + 1 of each qh byte, moved to bits 4, 5)
         *op = _mm512_ternarylogic_epi32::<0xEA>(shift(h, 4 - 2 * q as i32), top2, l);
     }
@@ -188,7 +187,7 @@ unsafe fn q6k_operands(p: *const u8, j: usize) -> [__m512i; 8] {
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn q6k_scale_bytes(p: *const u8) -> [__m512i; 4] {
-    [0, 1, 2, 3].map(|i| _mm512_loadu_si512(p.add(at::Q6K_SCALES + 64 * i) as *const _))
+    [0, 1, 2, 3].map(|i| load(p.add(at::Q6K_SCALES + 64 * i)))
 }
 
 /// Q6_K's scale `s` (of values 16s..16s + 16) of each row, sign-extended to i32.
@@ -240,6 +239,7 @@ unsafe fn sub_q45<const FIFTH: bool, const J: usize, const R: usize>(p: *const u
         let y = a.qs.get_unchecked(first + r * stride + J).as_ptr() as *const i32;
         *isum = _mm512_add_epi32(*isum, _mm512_mullo_epi32(dot(&ops, y, _mm512_setzero_si512()), sc));
     }
+    step();
 }
 
 impl Layout for Q4K {
@@ -311,4 +311,5 @@ unsafe fn sub_q6<const J: usize, const R: usize>(p: *const u8, a: &KActs, first:
         let ib = dot(&ops[4..], y.add(4), _mm512_set1_epi32(-32 * bs[2 * J + 1]));
         *isum = _mm512_add_epi32(*isum, _mm512_add_epi32(_mm512_mullo_epi32(ia, sa), _mm512_mullo_epi32(ib, sb)));
     }
+    step();
 }

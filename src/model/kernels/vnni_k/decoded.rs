@@ -47,7 +47,6 @@ pub(super) struct Decoded<L>(PhantomData<L>);
 
 impl<L: Decode> Layout for Decoded<L> {
     const BLOCK: usize = QK_K;
-    const PREFETCH: bool = false;
     type Acts = KActs;
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
@@ -87,9 +86,7 @@ unsafe fn decoded_panel<L: Decode>(w: &Packed, a: &KActs, m: usize, p: usize, ou
     let v = scratch.as_mut_ptr();
     let wp = w.data().as_ptr().add(p * blocks * bytes);
     for b in 0..blocks {
-        let pb = wp.add(b * bytes);
-        vnni::prefetch_ahead(pb, bytes);
-        L::decode(pb, v.add(b * L::VECS));
+        L::decode(wp.add(b * bytes), v.add(b * L::VECS));
     }
     vnni::tiles::<Decoded<L>>(v as *const u8, L::VECS * 64, k / QK, a, m, out.add(p * PANEL), n, vnni::live_lanes(n, p));
 }
