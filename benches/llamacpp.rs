@@ -1,7 +1,7 @@
 //! hearth against llama.cpp's `llama-bench` on the same GGUF files, same thread count, alternating
 //! runs: prompt processing (pp512) and generation (tg128) tokens/s (median and spread), their
-//! ratio, generation's memory traffic against the machine's read bandwidth measured in the same
-//! run, and each process's peak RSS. A benchmark, not a test.
+//! ratio, generation's memory traffic against the machine's read bandwidth probed before and after
+//! each model's runs, and each process's peak RSS. A benchmark, not a test.
 //!
 //!   LLAMA_BENCH=/path/to/llama-bench cargo bench --bench llamacpp
 //!
@@ -108,14 +108,19 @@ fn main() {
         println!("{}", bandwidth(t.parse().expect("a thread count")));
         return;
     }
-    let probe = Command::new(std::env::current_exe().expect("this benchmark's path")).env("HEARTH_BENCH_BANDWIDTH_PROBE", &threads).output().expect("the bandwidth probe");
-    let bw: f64 = String::from_utf8_lossy(&probe.stdout).trim().parse().expect("the bandwidth probe's GB/s");
-    println!("threads {threads}, {runs} alternating runs each, median (lowest–highest); tok/s; read bandwidth {bw:.1} GB/s");
-    println!("| model | pp512 hearth | pp512 llama.cpp | ratio | tg128 hearth | tg128 llama.cpp | ratio | tg GB/s hearth / llama.cpp (of {bw:.0}) | peak RSS hearth MiB | llama.cpp MiB |");
+    // This VM's bandwidth drifts by a third within minutes, so each model's runs are bracketed
+    // by a probe, and its traffic is put against the faster of the two.
+    let probe = || -> f64 {
+        let out = Command::new(std::env::current_exe().expect("this benchmark's path")).env("HEARTH_BENCH_BANDWIDTH_PROBE", &threads).output().expect("the bandwidth probe");
+        String::from_utf8_lossy(&out.stdout).trim().parse().expect("the bandwidth probe's GB/s")
+    };
+    println!("threads {threads}, {runs} alternating runs each, median (lowest–highest); tok/s; read bandwidth probed before and after each model's runs");
+    println!("| model | pp512 hearth | pp512 llama.cpp | ratio | tg128 hearth | tg128 llama.cpp | ratio | tg GB/s hearth / llama.cpp (% of the probe, GB/s) | peak RSS hearth MiB | llama.cpp MiB |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for id in models.split(',') {
         let path = model_path(hearth, id);
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let before = probe();
         for _ in 0..runs {
             let (out, rss) = run(Command::new(hearth).env("RAYON_NUM_THREADS", &threads).args(["speed", "-r", "1", "--json", "-m"]).arg(&path));
             let v: serde_json::Value = serde_json::from_str(out.trim()).expect("hearth speed --json");
@@ -125,6 +130,7 @@ fn main() {
             let ts = |pp: bool| v.as_array().unwrap().iter().find(|t| (t["n_prompt"].as_u64() > Some(0)) == pp).map(|t| t["avg_ts"].as_f64().unwrap()).unwrap();
             theirs.push((ts(true), ts(false), rss));
         }
+        let bw = before.max(probe());
         let m = |v: &[(f64, f64, u64)], f: fn(&(f64, f64, u64)) -> f64| median(v.iter().map(f).collect());
         let (opp, otg, orss) = (m(&ours, |r| r.0), m(&ours, |r| r.1), m(&ours, |r| r.2 as f64));
         let (tpp, ttg, trss) = (m(&theirs, |r| r.0), m(&theirs, |r| r.1), m(&theirs, |r| r.2 as f64));
@@ -137,7 +143,7 @@ fn main() {
         // Each generated token reads the file's weights once (all but the unread embedding rows).
         let gb = std::fs::metadata(&path).map_or(0.0, |m| m.len() as f64 / 1e9);
         let (ogb, tgb) = (otg * gb, ttg * gb);
-        let traffic = format!("{ogb:.1} ({:.0}%) / {tgb:.1} ({:.0}%)", 100.0 * ogb / bw, 100.0 * tgb / bw);
+        let traffic = format!("{ogb:.1} ({:.0}%) / {tgb:.1} ({:.0}%) of {bw:.1}", 100.0 * ogb / bw, 100.0 * tgb / bw);
         println!(
             "| {name} | {} | {} | {:.2} | {} | {} | {:.2} | {traffic} | {:.0} | {:.0} |",
             show(opp, &ours, |r| r.0),

@@ -8,12 +8,14 @@
 //! The K-quants' block arithmetic (and their Q8_K activations) is in `vnni_k`, behind the same
 //! [`Layout`] trait, tiles and pool call.
 //!
-//! Weights are read with no software prefetch: every panel block is met front to back ([`load`]
-//! keeps the loads in that order, [`step`] keeps the compiler from hoisting them all), and the
-//! hardware prefetcher then streams the panels. On the random-weight Qwen2.5-Coder-1.5B files, one
-//! thread, this took generation from 10.8 to 17.2 tok/s on Q6_K, 16.7 to 23.4 on Q4_K_M and 19 to
-//! 26 on Q4_0, against prefetching 4 KiB ahead into L2 with the loads in the compiler's order;
-//! the same ordered loads with that prefetch kept were 15–25% slower than with none.
+//! Every panel block is met front to back ([`load`] keeps the loads in that order, [`step`] keeps
+//! the compiler from hoisting them all), so the hardware prefetcher streams the panels. On the
+//! random-weight Qwen2.5-Coder-1.5B files, one thread, this took generation from 10.8 to 17.2
+//! tok/s on Q6_K, 16.7 to 23.4 on Q4_K_M and 19 to 26 on Q4_0, against prefetching 4 KiB ahead
+//! into L2 with the loads in the compiler's order. One-row tiles (a decode step) then do best with
+//! no software prefetch (15–25% faster than with it); tiles of several rows, with four times the
+//! arithmetic per byte, still gain from it (4 streams on the 1.5B Q4_K_M: 97 against 78 tok/s),
+//! so they keep it ([`PREFETCH_AHEAD`]).
 #![cfg(target_arch = "x86_64")]
 
 use std::arch::x86_64::*;
@@ -25,6 +27,10 @@ use super::{OutPtr, QK};
 
 /// Activation rows that share one pass over a panel.
 pub const ROWS: usize = 8;
+
+/// How far ahead of the panel block being read a tile of several rows asks for the weight bytes,
+/// into L2 (see the module notes; into L1 this far ahead displaced lines still in use).
+const PREFETCH_AHEAD: usize = 4096;
 
 /// Activation rows quantized: block `b` of row `r` at `r * blocks + b`.
 pub(super) struct Acts {
@@ -105,6 +111,9 @@ pub(super) trait Layout {
     const BLOCK: usize;
     /// The quantized activations it meets.
     type Acts;
+    /// Whether tiles of several rows ask for the blocks ahead (weights streamed from memory; not
+    /// a K-quant panel already decoded into this thread's cache, see `vnni_k::panel`).
+    const PREFETCH: bool = true;
     /// Adds panel block `p` times the tile's rows to `acc`: row `r`'s first 32 activation
     /// values of the block are the `first + r * stride`-th 32 of the activations.
     unsafe fn block<const R: usize>(p: *const u8, a: &Self::Acts, first: usize, stride: usize, acc: &mut [__m512; R]);
@@ -264,6 +273,15 @@ impl<L: Small> Layout for L {
     }
 }
 
+/// Asks for the `bytes` that lie [`PREFETCH_AHEAD`] past panel block `p`, into L2.
+#[target_feature(enable = "sse")]
+#[inline]
+unsafe fn prefetch_ahead(p: *const u8, bytes: usize) {
+    for line in (0..bytes).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(PREFETCH_AHEAD + line) as *const i8);
+    }
+}
+
 /// Panel `panel` (its blocks at `w`) against activation rows `row0..row0 + R`, writing the first
 /// `lanes` of each row's 16 results to `out` (row `r` at `out + r * ldo`). `stride` is the
 /// activation blocks (of 32) per row.
@@ -273,7 +291,11 @@ unsafe fn tile<L: Layout, const R: usize>(w: *const u8, bytes: usize, stride: us
     let mut acc = [_mm512_setzero_ps(); R];
     let per_block = L::BLOCK / QK;
     for b in 0..stride / per_block {
-        L::block::<R>(w.add(b * bytes), a, row0 * stride + b * per_block, stride, &mut acc);
+        let p = w.add(b * bytes);
+        if R > 1 && L::PREFETCH {
+            prefetch_ahead(p, bytes);
+        }
+        L::block::<R>(p, a, row0 * stride + b * per_block, stride, &mut acc);
     }
     for (r, acc) in acc.iter().enumerate() {
         _mm512_mask_storeu_ps(out.add(r * ldo), lanes, *acc);

@@ -47,6 +47,7 @@ pub(super) struct Decoded<L>(PhantomData<L>);
 
 impl<L: Decode> Layout for Decoded<L> {
     const BLOCK: usize = QK_K;
+    const PREFETCH: bool = false;
     type Acts = KActs;
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
