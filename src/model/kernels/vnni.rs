@@ -216,9 +216,15 @@ impl Small for Q8_0 {
 /// second. A volatile load stays in program order with the others.
 #[inline(always)]
 pub(super) unsafe fn load(p: *const u8) -> __m512i {
+    in_order(p)
+}
+
+/// A `T` read from `p` (any alignment) by a volatile load: in program order with the others.
+#[inline(always)]
+unsafe fn in_order<T: Copy>(p: *const u8) -> T {
     #[repr(C, packed)]
-    struct Line(__m512i);
-    std::ptr::read_volatile(p as *const Line).0
+    struct Unaligned<T>(T);
+    std::ptr::read_volatile(p as *const Unaligned<T>).0
 }
 
 /// A point the compiler moves no load across: between a block's sub-blocks, so that it does not
@@ -233,9 +239,7 @@ pub(super) fn step() {
 #[target_feature(enable = "avx512f")]
 #[inline]
 pub(super) unsafe fn halves(p: *const u8) -> __m512 {
-    #[repr(C, packed)]
-    struct Halves(__m256i);
-    _mm512_cvtph_ps(std::ptr::read_volatile(p as *const Halves).0)
+    _mm512_cvtph_ps(in_order::<__m256i>(p))
 }
 
 /// The exact integer dot of `ops` (an even number, 4 bytes of activations each) with the
